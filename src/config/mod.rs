@@ -1,0 +1,944 @@
+//! Configuration: YAML → raw types → one validation pass → the compiled [`Config`].
+//!
+//! Owns parsing and validation only: no sockets, no files other than the one it reads. Every
+//! problem is reported with its path (`routes[2].resource: unknown placeholder {cid}`), all
+//! at once; nothing is silently ignored.
+
+mod raw;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{Method, Uri};
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use crate::error::{Problems, index, join};
+use crate::policy::model::{id_from_name, is_action, is_identifier};
+use crate::policy::{Policy, PolicyInput, PolicySource, validate_policy};
+use crate::proxy::route::{Mode, ResourceTemplate, Route, RouteTable, parse_path_template};
+use raw::*;
+
+/// The shipped example config, compiled into the binary: `actgate serve` runs on it when no
+/// config file is given and `config/actgate.yaml` does not exist.
+pub const EMBEDDED: &str = include_str!("../../config/actgate.yaml");
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not valid.
+    #[error("{0}")]
+    Invalid(Problems),
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// Data plane.
+    pub proxy: SocketAddr,
+    /// Control plane (REST API).
+    pub api: SocketAddr,
+    /// Metrics and health.
+    pub admin: SocketAddr,
+}
+
+/// Where an API key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The value of an environment variable (skipped, with a warning, when unset).
+    Env(String),
+    /// The SHA-256 of the key.
+    Sha256([u8; 32]),
+}
+
+/// One configured API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    /// Name, for logs.
+    pub name: String,
+    /// Where the key comes from.
+    pub source: KeySource,
+    /// The tenant it acts for.
+    pub tenant: String,
+}
+
+/// Capability token settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// Lifetime when none is asked for.
+    pub default_ttl: Duration,
+    /// Longest lifetime a token may be issued with.
+    pub max_ttl: Duration,
+    /// Tolerance on `nbf` and `exp`.
+    pub clock_skew: Duration,
+    /// Most verified tokens kept in the cache (0 disables it).
+    pub cache_capacity: usize,
+    /// Most signature verifications running at once; more wait (bounds a forged-token flood).
+    pub max_concurrent_verifications: usize,
+}
+
+/// When an audit record must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync'd before the request is forwarded or the enforce answer sent.
+    Strict,
+    /// fsync'd every `flushInterval`.
+    Batched,
+}
+
+/// What a full audit queue does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Wait for room (backpressure).
+    Block,
+    /// Deny the request.
+    Deny,
+}
+
+/// Audit log settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Strict or batched.
+    pub durability: Durability,
+    /// Block or deny when the queue is full.
+    pub on_full: OnFull,
+    /// Records the queue holds.
+    pub queue_capacity: usize,
+    /// Segment size before rotation.
+    pub segment_max_bytes: u64,
+    /// Group-commit interval in batched mode.
+    pub flush_interval: Duration,
+    /// Records between signed checkpoints.
+    pub checkpoint_every: u64,
+}
+
+/// Request limits of the proxy and API listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body read or forwarded.
+    pub max_body_bytes: usize,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
+    /// Most concurrent connections per listener.
+    pub max_connections: usize,
+    /// Deepest JSON nesting accepted in a body that is inspected.
+    pub max_json_depth: usize,
+    /// Time allowed to receive a request head.
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Time in-flight requests get to finish on shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// One upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Name.
+    pub name: String,
+    /// Base URL: scheme and authority (any path is `/`).
+    pub url: Uri,
+    /// Time allowed for the upstream's response head.
+    pub timeout: Duration,
+}
+
+/// A validated, compiled config.
+#[derive(Debug)]
+pub struct Config {
+    /// Where it came from: a path or `embedded`.
+    pub origin: String,
+    /// Listener addresses.
+    pub listen: Listen,
+    /// Store, keys and audit log live here.
+    pub data_dir: PathBuf,
+    /// Tenant of config-defined keys and policies.
+    pub tenant: String,
+    /// Configured API keys.
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Token settings.
+    pub tokens: TokenSettings,
+    /// Audit settings.
+    pub audit: AuditSettings,
+    /// Request limits.
+    pub limits: Limits,
+    /// Upstreams by name.
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Routes, matched.
+    pub routes: RouteTable,
+    /// Policies as code.
+    pub policies: Vec<Policy>,
+}
+
+impl Config {
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string()).map_err(ConfigError::Invalid)
+    }
+
+    /// Loads `path` if given; else `config/actgate.yaml` if it exists; else the embedded copy.
+    pub fn load_default(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::load(p),
+            None => {
+                let local = Path::new("config/actgate.yaml");
+                if local.exists() {
+                    Config::load(local)
+                } else {
+                    Config::parse(EMBEDDED, "embedded").map_err(ConfigError::Invalid)
+                }
+            }
+        }
+    }
+
+    /// Parses and validates YAML text; `origin` names it in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, Problems> {
+        let mut p = Problems::new();
+        let doc: Value = match serde_yaml::from_str(text) {
+            Ok(Value::Null) => Value::Mapping(Default::default()),
+            Ok(v) => v,
+            Err(e) => {
+                p.push("", format!("not valid YAML: {e}"));
+                return Err(p);
+            }
+        };
+        let Value::Mapping(map) = doc else {
+            p.push(
+                "",
+                "the config must be a mapping of sections (listen, routes, ...)",
+            );
+            return Err(p);
+        };
+        let mut sections: BTreeMap<String, Value> = BTreeMap::new();
+        for (k, v) in map {
+            match k.as_str() {
+                Some(name) if TOP_LEVEL_KEYS.contains(&name) => {
+                    sections.insert(name.to_string(), v);
+                }
+                Some(name) => p.push(
+                    name,
+                    format!("unknown section; known: {}", TOP_LEVEL_KEYS.join(", ")),
+                ),
+                None => p.push("", format!("section names are strings, got {k:?}")),
+            }
+        }
+        let mut take = |name: &str| sections.remove(name).filter(|v| !v.is_null());
+
+        let listen = compile_listen(take("listen"), &mut p);
+        let data_dir =
+            typed::<String>(take("dataDir"), "dataDir", &mut p).unwrap_or_else(|| "./data".into());
+        if data_dir.trim().is_empty() {
+            p.push("dataDir", "must not be empty");
+        }
+        let tenant = typed::<String>(take("tenant"), "tenant", &mut p)
+            .unwrap_or_else(|| "default-tenant".into());
+        if !is_tenant(&tenant) {
+            p.push(
+                "tenant",
+                "a tenant id is 1–64 letters, digits, `_`, `-` or `.`",
+            );
+        }
+        let api_keys = compile_api_keys(take("apiKeys"), &tenant, &mut p);
+        let tokens = compile_tokens(take("tokens"), &mut p);
+        let audit = compile_audit(take("audit"), &mut p);
+        let limits = compile_limits(take("limits"), &mut p);
+        let upstreams = compile_upstreams(take("upstreams"), &mut p);
+        let routes = compile_routes(take("routes"), &upstreams, &mut p);
+        let policies = compile_policies(take("policies"), &tenant, &mut p);
+
+        p.into_result(())?;
+        Ok(Config {
+            origin: origin.to_string(),
+            listen,
+            data_dir: PathBuf::from(data_dir),
+            tenant,
+            api_keys,
+            tokens,
+            audit,
+            limits,
+            upstreams,
+            routes,
+            policies,
+        })
+    }
+}
+
+/// A tenant id: 1–64 of letters, digits, `_`, `-`, `.`.
+pub fn is_tenant(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Deserializes one value, recording a failure with its full path.
+fn typed<T: DeserializeOwned>(value: Option<Value>, path: &str, p: &mut Problems) -> Option<T> {
+    let value = value?;
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let at = if inner == "." {
+                path.to_string()
+            } else {
+                join(path, &inner)
+            };
+            p.push(at, e.into_inner().to_string());
+            None
+        }
+    }
+}
+
+/// Deserializes each element of a list section separately, so one bad element does not hide
+/// the problems of the others.
+fn typed_list<T: DeserializeOwned>(
+    value: Option<Value>,
+    path: &str,
+    p: &mut Problems,
+) -> Vec<Option<T>> {
+    match value {
+        None => Vec::new(),
+        Some(Value::Sequence(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| typed::<T>(Some(v), &index(path, i), p))
+            .collect(),
+        Some(_) => {
+            p.push(path, "must be a list");
+            Vec::new()
+        }
+    }
+}
+
+fn required<'a>(
+    v: &'a Option<String>,
+    path: String,
+    hint: &str,
+    p: &mut Problems,
+) -> Option<&'a str> {
+    match v.as_deref() {
+        Some(s) if !s.trim().is_empty() => Some(s),
+        Some(_) => {
+            p.push(path, format!("must not be empty; {hint}"));
+            None
+        }
+        None => {
+            p.push(path, format!("required; {hint}"));
+            None
+        }
+    }
+}
+
+fn compile_listen(v: Option<Value>, p: &mut Problems) -> Listen {
+    let raw = typed::<RawListen>(v, "listen", p).unwrap_or_default();
+    let mut addr = |given: Option<String>, field: &str, default: &str| -> SocketAddr {
+        let text = given.unwrap_or_else(|| default.to_string());
+        text.parse().unwrap_or_else(|_| {
+            p.push(
+                format!("listen.{field}"),
+                format!("`{text}` is not an address; write IP:port, e.g. {default}"),
+            );
+            default.parse().expect("default address parses")
+        })
+    };
+    let listen = Listen {
+        proxy: addr(raw.proxy, "proxy", "127.0.0.1:8080"),
+        api: addr(raw.api, "api", "127.0.0.1:8081"),
+        admin: addr(raw.admin, "admin", "127.0.0.1:9464"),
+    };
+    let all = [
+        ("proxy", listen.proxy),
+        ("api", listen.api),
+        ("admin", listen.admin),
+    ];
+    for (i, (a, x)) in all.iter().enumerate() {
+        for (b, y) in &all[i + 1..] {
+            if x == y && x.port() != 0 {
+                p.push(
+                    format!("listen.{b}"),
+                    format!("same address as listen.{a} ({x}); each listener needs its own port"),
+                );
+            }
+        }
+    }
+    listen
+}
+
+fn compile_api_keys(v: Option<Value>, tenant: &str, p: &mut Problems) -> Vec<ApiKeyConfig> {
+    let mut keys = Vec::new();
+    let mut names = HashSet::new();
+    for (i, raw) in typed_list::<RawApiKey>(v, "apiKeys", p)
+        .into_iter()
+        .enumerate()
+    {
+        let at = index("apiKeys", i);
+        let Some(raw) = raw else { continue };
+        let name = required(&raw.name, join(&at, "name"), "name the key, e.g. admin", p);
+        if let Some(n) = name
+            && !names.insert(n.to_string())
+        {
+            p.push(join(&at, "name"), format!("duplicate key name `{n}`"));
+        }
+        let key_tenant = raw.tenant.clone().unwrap_or_else(|| tenant.to_string());
+        if !is_tenant(&key_tenant) {
+            p.push(
+                join(&at, "tenant"),
+                "a tenant id is 1–64 letters, digits, `_`, `-` or `.`",
+            );
+        }
+        let source = match (&raw.from_env, &raw.sha256) {
+            (Some(var), None) if !var.is_empty() => Some(KeySource::Env(var.clone())),
+            (None, Some(hexed)) => {
+                let mut out = [0u8; 32];
+                match hex::decode_to_slice(hexed.trim(), &mut out) {
+                    Ok(()) => Some(KeySource::Sha256(out)),
+                    Err(_) => {
+                        p.push(
+                            join(&at, "sha256"),
+                            "must be 64 hex digits: the SHA-256 of the key (`printf %s \"$KEY\" | sha256sum`)",
+                        );
+                        None
+                    }
+                }
+            }
+            (Some(_), Some(_)) => {
+                p.push(at.clone(), "give either fromEnv or sha256, not both");
+                None
+            }
+            _ => {
+                p.push(
+                    at.clone(),
+                    "give fromEnv (an environment variable holding the key) or sha256 (its hash)",
+                );
+                None
+            }
+        };
+        if let (Some(name), Some(source)) = (name, source) {
+            keys.push(ApiKeyConfig {
+                name: name.to_string(),
+                source,
+                tenant: key_tenant,
+            });
+        }
+    }
+    keys
+}
+
+fn compile_tokens(v: Option<Value>, p: &mut Problems) -> TokenSettings {
+    let raw = typed::<RawTokens>(v, "tokens", p).unwrap_or_default();
+    let t = TokenSettings {
+        default_ttl: raw.default_ttl.map_or(Duration::from_secs(3600), |d| d.0),
+        max_ttl: raw.max_ttl.map_or(Duration::from_secs(24 * 3600), |d| d.0),
+        clock_skew: raw.clock_skew.map_or(Duration::from_secs(30), |d| d.0),
+        cache_capacity: raw.cache_capacity.unwrap_or(100_000) as usize,
+        max_concurrent_verifications: raw.max_concurrent_verifications.unwrap_or(64) as usize,
+    };
+    if t.max_ttl < Duration::from_secs(1) {
+        p.push("tokens.maxTtl", "must be at least 1s");
+    }
+    if t.default_ttl < Duration::from_secs(1) {
+        p.push("tokens.defaultTtl", "must be at least 1s");
+    }
+    if t.default_ttl > t.max_ttl {
+        p.push("tokens.defaultTtl", "must not exceed tokens.maxTtl");
+    }
+    if t.clock_skew > Duration::from_secs(300) {
+        p.push(
+            "tokens.clockSkew",
+            "must not exceed 5m: a large skew extends every token's life",
+        );
+    }
+    if t.cache_capacity > 10_000_000 {
+        p.push("tokens.cacheCapacity", "must not exceed 10000000");
+    }
+    if t.max_concurrent_verifications == 0 {
+        p.push("tokens.maxConcurrentVerifications", "must be at least 1");
+    }
+    t
+}
+
+fn compile_audit(v: Option<Value>, p: &mut Problems) -> AuditSettings {
+    let raw = typed::<RawAudit>(v, "audit", p).unwrap_or_default();
+    let durability = match raw.durability.as_deref() {
+        None | Some("batched") => Durability::Batched,
+        Some("strict") => Durability::Strict,
+        Some(other) => {
+            p.push(
+                "audit.durability",
+                format!("`{other}` is not a mode; use `strict` or `batched`"),
+            );
+            Durability::Batched
+        }
+    };
+    let on_full = match raw.on_full.as_deref() {
+        None | Some("block") => OnFull::Block,
+        Some("deny") => OnFull::Deny,
+        Some(other) => {
+            p.push(
+                "audit.onFull",
+                format!("`{other}` is not a behaviour; use `block` or `deny`"),
+            );
+            OnFull::Block
+        }
+    };
+    let a = AuditSettings {
+        durability,
+        on_full,
+        queue_capacity: raw.queue_capacity.unwrap_or(65_536) as usize,
+        segment_max_bytes: raw.segment_max_bytes.unwrap_or(64 << 20),
+        flush_interval: raw.flush_interval.map_or(Duration::from_millis(5), |d| d.0),
+        checkpoint_every: raw.checkpoint_every.unwrap_or(10_000),
+    };
+    if !(1..=1 << 24).contains(&a.queue_capacity) {
+        p.push("audit.queueCapacity", "must be between 1 and 16777216");
+    }
+    if a.segment_max_bytes < 4096 {
+        p.push("audit.segmentMaxBytes", "must be at least 4096");
+    }
+    if a.flush_interval.is_zero() || a.flush_interval > Duration::from_secs(1) {
+        p.push("audit.flushInterval", "must be between 1ms and 1s");
+    }
+    if a.checkpoint_every == 0 {
+        p.push("audit.checkpointEvery", "must be at least 1");
+    }
+    a
+}
+
+fn compile_limits(v: Option<Value>, p: &mut Problems) -> Limits {
+    let raw = typed::<RawLimits>(v, "limits", p).unwrap_or_default();
+    let mut bounded = |value: Option<u64>, field: &str, default: u64, min: u64, max: u64| {
+        let n = value.unwrap_or(default);
+        if !(min..=max).contains(&n) {
+            p.push(
+                format!("limits.{field}"),
+                format!("must be between {min} and {max}"),
+            );
+        }
+        n as usize
+    };
+    let l = Limits {
+        max_body_bytes: bounded(raw.max_body_bytes, "maxBodyBytes", 1 << 20, 1, 1 << 30),
+        max_header_bytes: bounded(
+            raw.max_header_bytes,
+            "maxHeaderBytes",
+            16 << 10,
+            1024,
+            1 << 20,
+        ),
+        max_headers: bounded(raw.max_headers, "maxHeaders", 100, 8, 1000),
+        max_connections: bounded(raw.max_connections, "maxConnections", 10_000, 1, 1_000_000),
+        max_json_depth: bounded(raw.max_json_depth, "maxJsonDepth", 32, 1, 256),
+        header_read_timeout: raw
+            .header_read_timeout
+            .map_or(Duration::from_secs(10), |d| d.0),
+        idle_timeout: raw.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),
+        drain_timeout: raw.drain_timeout.map_or(Duration::from_secs(25), |d| d.0),
+    };
+    if l.header_read_timeout.is_zero() {
+        p.push("limits.headerReadTimeout", "must be more than 0s");
+    }
+    if l.idle_timeout.is_zero() {
+        p.push("limits.idleTimeout", "must be more than 0s");
+    }
+    l
+}
+
+fn compile_upstreams(v: Option<Value>, p: &mut Problems) -> BTreeMap<String, Upstream> {
+    let mut out = BTreeMap::new();
+    let map = match v {
+        None => return out,
+        Some(Value::Mapping(m)) => m,
+        Some(_) => {
+            p.push("upstreams", "must be a mapping of name → {url, timeout}");
+            return out;
+        }
+    };
+    for (k, v) in map {
+        let Some(name) = k.as_str().map(str::to_string) else {
+            p.push(
+                "upstreams",
+                format!("upstream names are strings, got {k:?}"),
+            );
+            continue;
+        };
+        let at = join("upstreams", &name);
+        if !is_identifier(&name, "") {
+            p.push(
+                at.clone(),
+                "an upstream name is letters, digits, `_` or `-`",
+            );
+        }
+        let Some(raw) = typed::<RawUpstream>(Some(v), &at, p) else {
+            continue;
+        };
+        let Some(url) = required(&raw.url, join(&at, "url"), "e.g. http://127.0.0.1:9001", p)
+        else {
+            continue;
+        };
+        match check_upstream_url(url) {
+            Ok(uri) => {
+                out.insert(
+                    name.clone(),
+                    Upstream {
+                        name,
+                        url: uri,
+                        timeout: raw.timeout.map_or(Duration::from_secs(10), |d| d.0),
+                    },
+                );
+            }
+            Err(msg) => p.push(join(&at, "url"), msg),
+        }
+    }
+    out
+}
+
+fn check_upstream_url(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| format!("`{url}` is not a URL; write e.g. http://127.0.0.1:9001"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("`{url}`: the scheme must be http or https")),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("`{url}` has no host"));
+    };
+    if authority.host().is_empty() || authority.as_str().contains('@') {
+        return Err(format!("`{url}`: give host[:port] without user info"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "`{url}`: an upstream is scheme://host:port; the request path is forwarded as evaluated, so no base path or query"
+        ));
+    }
+    Ok(uri)
+}
+
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+fn compile_routes(
+    v: Option<Value>,
+    upstreams: &BTreeMap<String, Upstream>,
+    p: &mut Problems,
+) -> RouteTable {
+    let mut routes = Vec::new();
+    let mut at_of = Vec::new();
+    let mut names = HashSet::new();
+    for (i, raw) in typed_list::<RawRoute>(v, "routes", p)
+        .into_iter()
+        .enumerate()
+    {
+        let at = index("routes", i);
+        let Some(raw) = raw else { continue };
+        let before = p.len();
+        let name = required(
+            &raw.name,
+            join(&at, "name"),
+            "name the route, e.g. get-customer",
+            p,
+        );
+        if let Some(n) = name {
+            if !is_identifier(n, "") {
+                p.push(
+                    join(&at, "name"),
+                    "a route name is letters, digits, `_` or `-` (it is a metric label)",
+                );
+            }
+            if !names.insert(n.to_string()) {
+                p.push(join(&at, "name"), format!("duplicate route name `{n}`"));
+            }
+        }
+        let method = required(&raw.method, join(&at, "method"), "e.g. GET", p).and_then(|m| {
+            if METHODS.contains(&m) {
+                Method::from_bytes(m.as_bytes()).ok()
+            } else {
+                p.push(
+                    join(&at, "method"),
+                    format!("`{m}` is not one of {}", METHODS.join(", ")),
+                );
+                None
+            }
+        });
+        let path = required(&raw.path, join(&at, "path"), "e.g. /crm/customers/{id}", p);
+        let params = path.and_then(|path| match parse_path_template(path) {
+            Ok(params) => Some(params),
+            Err(msg) => {
+                p.push(join(&at, "path"), msg);
+                None
+            }
+        });
+        let upstream = required(
+            &raw.upstream,
+            join(&at, "upstream"),
+            "name one of `upstreams`",
+            p,
+        );
+        if let Some(u) = upstream
+            && !upstreams.contains_key(u)
+        {
+            let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+            p.push(
+                join(&at, "upstream"),
+                format!("unknown upstream `{u}`; known: {}", known.join(", ")),
+            );
+        }
+        let action = required(&raw.action, join(&at, "action"), "e.g. read", p);
+        if let Some(a) = action
+            && !is_action(a)
+        {
+            p.push(
+                join(&at, "action"),
+                "an action is letters, digits, `_`, `-`, `.` or `:`",
+            );
+        }
+        let resource = required(
+            &raw.resource,
+            join(&at, "resource"),
+            "e.g. api://crm/customers/{id}",
+            p,
+        )
+        .and_then(|r| {
+            let params = params.as_deref().unwrap_or_default();
+            ResourceTemplate::parse(r, params)
+                .map_err(|msg| p.push(join(&at, "resource"), msg))
+                .ok()
+        });
+        if let Some(rows) = &raw.rows
+            && (rows.query.is_empty()
+                || rows
+                    .query
+                    .bytes()
+                    .any(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-')))
+        {
+            p.push(
+                join(&at, "rows.query"),
+                "a query parameter name is letters, digits, `_` or `-`",
+            );
+        }
+        let recipients = raw
+            .recipients
+            .as_ref()
+            .map(|r| r.json.clone())
+            .unwrap_or_default();
+        if raw.recipients.is_some() && recipients.is_empty() {
+            p.push(
+                join(&at, "recipients.json"),
+                "list at least one JSON pointer, e.g. [/to, /cc, /bcc]",
+            );
+        }
+        for (j, pointer) in recipients.iter().enumerate() {
+            if !pointer.starts_with('/') || pointer.len() > 256 {
+                p.push(
+                    format!("{at}.recipients.json[{j}]"),
+                    "a JSON pointer starts with `/`, e.g. /to or /message/cc",
+                );
+            }
+        }
+        if recipients.len() > 64 {
+            p.push(join(&at, "recipients.json"), "at most 64 pointers");
+        }
+        let mode = match raw.mode.as_deref() {
+            None | Some("enforce") => Mode::Enforce,
+            Some("monitor") => Mode::Monitor,
+            Some(other) => {
+                p.push(
+                    join(&at, "mode"),
+                    format!("`{other}` is not a mode; use `enforce` or `monitor`"),
+                );
+                Mode::Enforce
+            }
+        };
+        if p.len() > before {
+            continue;
+        }
+        if let (
+            Some(name),
+            Some(method),
+            Some(path),
+            Some(params),
+            Some(upstream),
+            Some(action),
+            Some(resource),
+        ) = (name, method, path, params, upstream, action, resource)
+        {
+            routes.push(Route {
+                name: name.to_string(),
+                method,
+                path: path.to_string(),
+                params,
+                upstream: upstream.to_string(),
+                action: action.to_string(),
+                resource,
+                rows: raw.rows.map(|r| r.query),
+                recipients,
+                mode,
+            });
+            at_of.push(at);
+        }
+    }
+    match RouteTable::build(routes) {
+        Ok(table) => table,
+        Err((i, msg)) => {
+            p.push(join(&at_of[i], "path"), msg);
+            RouteTable::default()
+        }
+    }
+}
+
+fn compile_policies(v: Option<Value>, tenant: &str, p: &mut Problems) -> Vec<Policy> {
+    let mut policies: Vec<Policy> = Vec::new();
+    let mut names = HashSet::new();
+    let mut ids = HashSet::new();
+    for (i, raw) in typed_list::<PolicyInput>(v, "policies", p)
+        .into_iter()
+        .enumerate()
+    {
+        let at = index("policies", i);
+        let Some(raw) = raw else { continue };
+        let id = id_from_name(raw.name.as_deref().unwrap_or_default());
+        let Some(policy) = validate_policy(&raw, tenant, &id, PolicySource::Config, &at, p) else {
+            continue;
+        };
+        if !names.insert(policy.name.clone()) {
+            p.push(
+                join(&at, "name"),
+                format!("duplicate policy name `{}`", policy.name),
+            );
+        }
+        if !ids.insert(policy.id.clone()) {
+            p.push(
+                join(&at, "id"),
+                format!(
+                    "duplicate policy id `{}`; give one of them an explicit `id`",
+                    policy.id
+                ),
+            );
+        }
+        policies.push(policy);
+    }
+    policies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        Config::parse(yaml, "test")
+            .err()
+            .map(|p| p.iter().map(|x| x.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn empty_config_gets_defaults() {
+        let c = Config::parse("", "test").unwrap();
+        assert_eq!(c.listen.proxy.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.tenant, "default-tenant");
+        assert_eq!(c.tokens.max_ttl, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let got = problems(
+            r#"
+listen: { proxy: "nowhere", api: 127.0.0.1:8081 }
+tokens: { defaultTtl: 2d, maxTtl: 1h, clockSkew: "soon" }
+upstreams:
+  crm: { url: "ftp://x" }
+routes:
+  - { name: a, method: GET, path: "/crm/{id}", upstream: crm, action: read, resource: "api://crm/{cid}" }
+  - { name: a, method: FETCH, path: crm, upstream: nope, action: read, resource: "api://x" }
+policies:
+  - { name: p, actions: [read], resources: ["api://x/*"], effect: allow, constraints: { maxRow: 5 } }
+  - { name: p, actions: [read], resources: ["api://x/[a"], effect: allow }
+bogus: 1
+"#,
+        );
+        let want = [
+            "bogus: unknown section",
+            "listen.proxy: `nowhere` is not an address",
+            "tokens.clockSkew: invalid duration `soon`",
+            "upstreams.crm.url: `ftp://x`: the scheme must be http or https",
+            "routes[0].resource: unknown placeholder {cid}; the path has {id}",
+            "routes[1].name: duplicate route name `a`",
+            "routes[1].method: `FETCH` is not one of",
+            "routes[1].path: must start with `/`",
+            "routes[1].upstream: unknown upstream `nope`",
+            "policies[0].constraints.maxRow: unknown constraint; known: maxRows, allowedDomains, readOnly",
+            "policies[1].resources[0]: not a valid glob",
+        ];
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let got = problems(
+            "routes:\n  - { name: a, method: GET, path: /a, upstream: u, action: read, resource: r, limit: 3 }\n",
+        );
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("routes[0].limit: unknown field `limit`")),
+            "{got:?}"
+        );
+        let got = problems("tokens: { maxTTL: 1h }\n");
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("tokens.maxTTL: unknown field `maxTTL`")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_policy_names_and_route_conflicts() {
+        let got = problems(
+            r#"
+upstreams: { u: { url: "http://127.0.0.1:1" } }
+routes:
+  - { name: a, method: GET, path: "/x/{id}", upstream: u, action: read, resource: "api://x/{id}" }
+  - { name: b, method: GET, path: "/x/{other}", upstream: u, action: read, resource: "api://x/{other}" }
+policies:
+  - { name: p, actions: [read], resources: ["*"], effect: allow }
+  - { name: p, actions: [read], resources: ["*"], effect: allow }
+"#,
+        );
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("routes[1].path: GET /x/{other} conflicts")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("policies[1].name: duplicate policy name")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn api_keys_need_exactly_one_source() {
+        let got = problems(
+            "apiKeys:\n  - { name: a }\n  - { name: b, fromEnv: X, sha256: abc }\n  - { name: c, sha256: zz }\n",
+        );
+        assert_eq!(got.len(), 3, "{got:?}");
+    }
+}

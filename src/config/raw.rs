@@ -1,0 +1,139 @@
+//! Raw config types: exactly what the YAML says, before validation.
+//!
+//! Every struct rejects unknown keys. Fields that are required are still `Option` here, so the
+//! validation pass can report every missing one at once instead of stopping at the first.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A duration written like `30s`, `5m`, `1h`, `250ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as `30s`, `5m` or `1h`")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                humantime::parse_duration(s).map(Dur).map_err(|e| {
+                    E::custom(format!(
+                        "invalid duration `{s}` ({e}); write it like `30s`, `5m` or `1h`"
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Listener addresses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawListen {
+    pub proxy: Option<String>,
+    pub api: Option<String>,
+    pub admin: Option<String>,
+}
+
+/// One API key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawApiKey {
+    pub name: Option<String>,
+    pub from_env: Option<String>,
+    pub sha256: Option<String>,
+    pub tenant: Option<String>,
+}
+
+/// `tokens:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawTokens {
+    pub default_ttl: Option<Dur>,
+    pub max_ttl: Option<Dur>,
+    pub clock_skew: Option<Dur>,
+    pub cache_capacity: Option<u64>,
+    pub max_concurrent_verifications: Option<u64>,
+}
+
+/// `audit:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAudit {
+    pub durability: Option<String>,
+    pub on_full: Option<String>,
+    pub queue_capacity: Option<u64>,
+    pub segment_max_bytes: Option<u64>,
+    pub flush_interval: Option<Dur>,
+    pub checkpoint_every: Option<u64>,
+}
+
+/// `limits:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawLimits {
+    pub max_body_bytes: Option<u64>,
+    pub max_header_bytes: Option<u64>,
+    pub max_headers: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub max_json_depth: Option<u64>,
+    pub header_read_timeout: Option<Dur>,
+    pub idle_timeout: Option<Dur>,
+    pub drain_timeout: Option<Dur>,
+}
+
+/// One upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawUpstream {
+    pub url: Option<String>,
+    pub timeout: Option<Dur>,
+}
+
+/// `rows:` of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawRows {
+    pub query: String,
+}
+
+/// `recipients:` of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawRecipients {
+    pub json: Vec<String>,
+}
+
+/// One route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawRoute {
+    pub name: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub upstream: Option<String>,
+    pub action: Option<String>,
+    pub resource: Option<String>,
+    pub rows: Option<RawRows>,
+    pub recipients: Option<RawRecipients>,
+    pub mode: Option<String>,
+}
+
+/// The names of the top-level sections, in documentation order.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "dataDir",
+    "tenant",
+    "apiKeys",
+    "tokens",
+    "audit",
+    "limits",
+    "upstreams",
+    "routes",
+    "policies",
+];
