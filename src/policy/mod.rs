@@ -267,10 +267,7 @@ pub fn explain<'s>(
         .map(|policy| {
             let why = if !policy.covers_agent(who.agent) {
                 Why::OtherAgent
-            } else if who
-                .policy_ids
-                .is_some_and(|ids| !ids.contains(&policy.id))
-            {
+            } else if who.policy_ids.is_some_and(|ids| !ids.contains(&policy.id)) {
                 Why::NotInToken
             } else if !policy.covers_action(query.action) {
                 Why::ActionNotCovered

@@ -1,0 +1,164 @@
+//! Every YAML file under `config/` is a valid config, and the binary's `config validate`
+//! and `check` behave as documented on the shipped config and on broken ones.
+
+use std::path::Path;
+use std::process::Command;
+
+use actgate::config::Config;
+
+#[test]
+fn every_shipped_config_validates() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir("config").unwrap() {
+        let path = entry.unwrap().path();
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            if let Err(e) = Config::load(&path) {
+                panic!("{} is invalid:\n{e}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 1, "no YAML under config/");
+}
+
+#[test]
+fn embedded_default_is_the_shipped_file() {
+    let shipped = std::fs::read_to_string("config/actgate.yaml").unwrap();
+    assert_eq!(shipped, actgate::config::EMBEDDED);
+}
+
+fn actgate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_actgate"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_validate_prints_ok_or_every_problem_and_exits_2() {
+    let (code, out, _) = actgate(&["config", "validate", "--config", "config/actgate.yaml"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("OK"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        r#"
+upstreams: { crm: { url: "http://127.0.0.1:9001" } }
+routes:
+  - { name: r, method: GET, path: "/crm/{id}", upstream: crm, action: read, resource: "api://crm/{cid}" }
+policies:
+  - { name: a, actions: [read], resources: ["x"], effect: allow }
+  - { name: b, actions: [read], resources: ["x"], effect: allow, constraints: { maxRow: 1 } }
+  - { name: c, actions: [read], resources: ["x"], effect: allow, constraints: { maxRow: 1 } }
+"#,
+    )
+    .unwrap();
+    let (code, _, err) = actgate(&["config", "validate", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("routes[0].resource: unknown placeholder {cid}; the path has {id}"),
+        "{err}"
+    );
+    assert!(
+        err.contains("policies[2].constraints.maxRow: unknown constraint; known: maxRows, allowedDomains, readOnly"),
+        "{err}"
+    );
+    assert!(err.contains("policies[1].constraints.maxRow"), "{err}");
+
+    let (code, _, err) = actgate(&[
+        "config",
+        "validate",
+        "--config",
+        "/nonexistent/actgate.yaml",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cannot read /nonexistent/actgate.yaml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_exits_0_when_allowed_1_when_denied_2_on_bad_input() {
+    let cfg = "config/actgate.yaml";
+    assert!(Path::new(cfg).exists());
+    let (code, out, _) = actgate(&[
+        "check",
+        "--config",
+        cfg,
+        "--agent",
+        "agent_1",
+        "--action",
+        "query",
+        "--resource",
+        "api://analytics/sales",
+        "--context",
+        r#"{"rows": 10}"#,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("decision: allowed"));
+    assert!(
+        out.contains("obligations: {\"maxRows\":1000,\"readOnly\":true}"),
+        "{out}"
+    );
+
+    let (code, out, _) = actgate(&[
+        "check",
+        "--config",
+        cfg,
+        "--agent",
+        "agent_1",
+        "--action",
+        "delete",
+        "--resource",
+        "api://crm/customers/42",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("reason:   explicit_deny"), "{out}");
+    assert!(out.contains("pol_never-delete-customers"), "{out}");
+    assert!(out.contains("matches: deny"), "{out}");
+
+    let (code, out, _) = actgate(&[
+        "check",
+        "--config",
+        cfg,
+        "--agent",
+        "agent_1",
+        "--action",
+        "query",
+        "--resource",
+        "api://analytics/sales",
+        "--context",
+        r#"{"rows": 5000}"#,
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("maxRows 5000 > 1000"), "{out}");
+
+    let (code, _, err) = actgate(&[
+        "check",
+        "--config",
+        cfg,
+        "--agent",
+        "a",
+        "--action",
+        "read",
+        "--resource",
+        "x",
+        "--context",
+        "[1]",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--context must be a JSON object"), "{err}");
+    let (code, _, _) = actgate(&["check", "--config", cfg]);
+    assert_eq!(code, 2);
+}
