@@ -17,12 +17,37 @@
 //!   path → the compiled [`config::Config`].
 //! - [`policy`]: the decision core — policy model and validation, resource globs, the strict
 //!   e-mail address parser, the compiled index, `explain` and the reference evaluator.
+//! - [`token`]: PASETO v4.public tokens — issue, verify, the key set and its rotation, the
+//!   bounded verified-token cache.
+//! - [`snapshot`]: the compiled, versioned state a decision reads (policies, routes, agents,
+//!   revocations) and `Snapshot::decide`, the whole of DESIGN.md §2.
+//! - [`store`]: the store trait and its embedded SQLite implementation.
+//! - [`gateway`]: the shared state (config, store, tokens, audit, metrics, snapshot) and how
+//!   it changes; `Gateway::authorize` is the one decision path of proxy and API.
+//! - [`api`]: the ACT REST API (axum): API-key auth, agents, policies, tokens, enforce, audit.
 //! - [`proxy`]: the data plane; [`proxy::route`] is the route table.
+//! - [`audit`]: audit events, the bounded queue and the writer.
+//! - [`telemetry`]: Prometheus metrics (one injected `Metrics`) and tracing setup.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`server`]: binds the listeners, serves, drains on shutdown.
+//! - [`json`]: strict JSON parsing (duplicate keys and deep nesting refused).
+//! - [`ids`]: random identifiers.
 //! - [`error`]: validation problems shared by every boundary.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod api;
+pub mod audit;
 pub mod config;
 pub mod error;
+pub mod gateway;
+pub mod ids;
+pub mod json;
 pub mod policy;
 pub mod proxy;
+pub mod server;
+pub mod snapshot;
+pub mod store;
+pub mod telemetry;
+pub mod token;

@@ -9,6 +9,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use actgate::config::{Config, ConfigError};
+use actgate::store::sqlite::SqliteStore;
+use actgate::store::{AgentStatus, Store, TokenRecord};
+use actgate::telemetry::{LogFormat, init_tracing};
+use actgate::token::{KeySet, Tokens, now_unix, rfc3339};
 use actgate::policy::context::ContextFacts;
 use actgate::policy::{PolicySet, Principal, Query, explain};
 
@@ -25,6 +29,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the proxy, API and admin listeners until SIGTERM or SIGINT.
+    Serve {
+        /// Config file (default: config/actgate.yaml, else the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Issue a capability token for a registered agent (prints the token on stdout).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manage the signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Work with the config file.
     Config {
         #[command(subcommand)]
@@ -51,6 +74,36 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a token.
+    Issue {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Agent id (must be registered and active).
+        #[arg(long)]
+        agent: String,
+        /// Lifetime, e.g. 1h (default: tokens.defaultTtl; at most tokens.maxTtl).
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+        /// Narrow the token to these policy ids (repeatable).
+        #[arg(long = "policy")]
+        policies: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a new signing key and make it active; tokens signed by older keys keep
+    /// verifying until they expire. A running gateway picks the new key up within 10 s.
+    Rotate {
+        /// Config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a config file: print OK, or every problem with its path.
     Validate {
@@ -60,9 +113,57 @@ enum ConfigCommand {
     },
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve { config, log_format } => {
+            init_tracing(log_format);
+            let config = match Config::load_default(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return config_failure(e),
+            };
+            runtime().block_on(serve(config))
+        }
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    config,
+                    agent,
+                    ttl,
+                    policies,
+                },
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_failure(e),
+            };
+            runtime().block_on(issue_token(config, agent, ttl.map(Into::into), policies))
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { config },
+        } => {
+            let config = match Config::load_default(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return config_failure(e),
+            };
+            match KeySet::rotate(&config.data_dir.join("keys")) {
+                Ok(kid) => {
+                    println!("new signing key {kid} is active; older keys still verify");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Config {
             command: ConfigCommand::Validate { config },
         } => match Config::load_default(config.as_deref()) {
@@ -188,4 +289,98 @@ fn check(
     } else {
         ExitCode::from(1)
     }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let origin = config.origin.clone();
+    let running = match actgate::server::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "actgate cannot start");
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(config = %origin, "ready; stop with Ctrl-C or SIGTERM");
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn issue_token(
+    config: Config,
+    agent: String,
+    ttl: Option<std::time::Duration>,
+    policies: Vec<String>,
+) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(1)
+    };
+    let ttl = ttl.unwrap_or(config.tokens.default_ttl);
+    if ttl > config.tokens.max_ttl || ttl.as_secs() == 0 {
+        return fail(format!(
+            "--ttl must be between 1s and tokens.maxTtl ({})",
+            humantime::format_duration(config.tokens.max_ttl)
+        ));
+    }
+    let keys = match KeySet::load_or_create(&config.data_dir.join("keys")) {
+        Ok(k) => k,
+        Err(e) => return fail(e.to_string()),
+    };
+    let store = match SqliteStore::open(&config.data_dir) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let record = match store.agent(&config.tenant, &agent).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return fail(format!(
+                "agent {agent} is not registered in tenant {}; create it with POST /v1/agents",
+                config.tenant
+            ));
+        }
+        Err(e) => return fail(e.to_string()),
+    };
+    if record.status != AgentStatus::Active {
+        return fail(format!("agent {agent} is revoked"));
+    }
+    let tokens = Tokens::new(keys, 0, config.tokens.clock_skew, 1);
+    let policy_ids = (!policies.is_empty()).then_some(policies);
+    let (token, claims) = match tokens.issue(&agent, &config.tenant, ttl, policy_ids, now_unix()) {
+        Ok(t) => t,
+        Err(e) => return fail(e.to_string()),
+    };
+    let rec = TokenRecord {
+        id: claims.jti.clone(),
+        tenant: claims.tenant.clone(),
+        agent_id: claims.agent.clone(),
+        policy_ids: claims.policy_ids.clone(),
+        issued_at: claims.issued_at,
+        expires_at: claims.expires_at,
+        revoked_at: None,
+    };
+    if let Err(e) = store.insert_token(&rec).await {
+        return fail(e.to_string());
+    }
+    eprintln!(
+        "token {} for {} (tenant {}), expires {}",
+        claims.jti,
+        claims.agent,
+        claims.tenant,
+        rfc3339(claims.expires_at)
+    );
+    println!("{token}");
+    ExitCode::SUCCESS
 }

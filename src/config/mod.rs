@@ -9,6 +9,7 @@ mod raw;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Uri};
@@ -176,7 +177,7 @@ pub struct Config {
     /// Upstreams by name.
     pub upstreams: BTreeMap<String, Upstream>,
     /// Routes, matched.
-    pub routes: RouteTable,
+    pub routes: Arc<RouteTable>,
     /// Policies as code.
     pub policies: Vec<Policy>,
 }
@@ -272,7 +273,7 @@ impl Config {
             audit,
             limits,
             upstreams,
-            routes,
+            routes: Arc::new(routes),
             policies,
         })
     }

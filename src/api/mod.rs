@@ -1,0 +1,253 @@
+//! The control plane: the ACT REST API on `listen.api` (axum).
+//!
+//! Owns routing, API-key authentication (keys compared by hash), strict JSON bodies (size
+//! limit, duplicate keys, unknown fields refused with the field named), and the error shape
+//! `{"error", "message"}`. Handlers live in [`resources`] (agents, policies, tokens) and
+//! [`decisions`] (enforce, audit). Every write refreshes the snapshot before answering, so
+//! the next decision sees it.
+
+mod decisions;
+mod resources;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::error::Problems;
+use crate::gateway::Gateway;
+use crate::telemetry::status_class;
+
+/// Largest control-plane request body.
+pub const MAX_API_BODY: usize = 256 * 1024;
+/// Deepest JSON nesting accepted in a control-plane body.
+pub const MAX_API_JSON_DEPTH: usize = 32;
+
+/// The tenant an authenticated request acts for.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Tenant id.
+    pub tenant: String,
+    /// The API key's name (for logs; never the key).
+    pub key_name: String,
+}
+
+/// Errors of the REST API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body or a parameter is invalid; every problem is listed.
+    #[error("{0}")]
+    Invalid(Problems),
+    /// A malformed request: not JSON, bad query string.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No or unknown `X-Api-Key`.
+    #[error("missing or unknown X-Api-Key")]
+    Unauthorized,
+    /// Nothing with that id in the caller's tenant.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A name or id is taken, or the object cannot change (config policy, revoked agent).
+    #[error("{0}")]
+    Conflict(String),
+    /// Body over the limit.
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    /// Not `application/json`.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// The store or another internal part failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid(_) => "invalid_request",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Conflict(m) => ApiError::Conflict(m),
+            crate::store::StoreError::Backend(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "API request failed");
+        }
+        let mut body = json!({"error": self.code(), "message": self.to_string()});
+        match &self {
+            ApiError::Invalid(problems) => {
+                body["problems"] = problems
+                    .iter()
+                    .map(|p| json!({"path": p.path, "message": p.message}))
+                    .collect();
+            }
+            ApiError::Internal(_) => {
+                body["message"] = "internal error; see the gateway's log".into();
+            }
+            _ => {}
+        }
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "ApiKey header=\"X-Api-Key\"".parse().expect("static header"));
+        }
+        resp
+    }
+}
+
+/// One problem at `path` as an `Invalid` error.
+pub fn invalid(path: &str, message: impl Into<String>) -> ApiError {
+    let mut p = Problems::new();
+    p.push(path, message);
+    ApiError::Invalid(p)
+}
+
+/// A JSON body read strictly: `Content-Type: application/json`, at most [`MAX_API_BODY`]
+/// bytes, no duplicate keys, then deserialized into `T` (which rejects unknown fields); an
+/// error names the field.
+pub struct StrictJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_API_BODY)
+            .await
+            .map_err(|_| ApiError::TooLarge(MAX_API_BODY))?;
+        let value = crate::json::parse_strict(&bytes, MAX_API_JSON_DEPTH)
+            .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
+        serde_path_to_error::deserialize::<_, T>(value)
+            .map(StrictJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                invalid(&path, e.into_inner().to_string())
+            })
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().is_ok_and(|s| {
+            let mime = s.split(';').next().unwrap_or_default().trim();
+            mime.eq_ignore_ascii_case("application/json")
+        }),
+        _ => false,
+    }
+}
+
+async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
+    let mut keys = req.headers().get_all("x-api-key").iter();
+    let caller = match (keys.next(), keys.next()) {
+        (Some(v), None) => v
+            .to_str()
+            .ok()
+            .and_then(|k| gw.authenticate_key(k.trim()))
+            .map(|rec| Caller {
+                tenant: rec.tenant,
+                key_name: rec.name,
+            }),
+        _ => None,
+    };
+    let Some(caller) = caller else {
+        return ApiError::Unauthorized.into_response();
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+async fn count(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let gauge = gw.metrics.in_flight.with_label_values(&["api"]);
+    gauge.inc();
+    let resp = next.run(req).await;
+    gauge.dec();
+    gw.metrics
+        .api_requests
+        .with_label_values(&[method.as_str(), status_class(resp.status().as_u16())])
+        .inc();
+    resp
+}
+
+async fn fallback() -> ApiError {
+    ApiError::NotFound("route".into())
+}
+
+/// The API router.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(
+            "/v1/agents",
+            post(resources::create_agent).get(resources::list_agents),
+        )
+        .route(
+            "/v1/agents/{id}",
+            get(resources::get_agent).delete(resources::revoke_agent),
+        )
+        .route(
+            "/v1/policies",
+            post(resources::create_policy).get(resources::list_policies),
+        )
+        .route(
+            "/v1/policies/{id}",
+            get(resources::get_policy)
+                .put(resources::update_policy)
+                .delete(resources::delete_policy),
+        )
+        .route("/v1/tokens", post(resources::issue_token))
+        .route("/v1/tokens/{id}", delete(resources::revoke_token))
+        .route("/v1/enforce", post(decisions::enforce))
+        .route("/v1/audit", get(decisions::audit))
+        .fallback(fallback)
+        .layer(middleware::from_fn_with_state(Arc::clone(&gw), authenticate))
+        .layer(middleware::from_fn_with_state(Arc::clone(&gw), count))
+        .with_state(gw)
+}
+
+/// An empty 200 body, for handlers that answer with nothing.
+pub fn empty() -> Response {
+    Response::new(Body::empty())
+}

@@ -1,0 +1,346 @@
+//! The gateway's shared state: config, store, token service, audit sink, metrics, and the
+//! current snapshot. Built once at start by [`Gateway::open`]; injected into every listener.
+//!
+//! Owns how the snapshot is rebuilt after a change: one write at a time (a mutex), the new
+//! snapshot compiled off the async workers, then swapped; a failed build keeps the old one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use ahash::AHashMap;
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::task::JoinHandle;
+
+use crate::audit::{self, AuditSink, Source};
+use crate::config::{Config, KeySource};
+use crate::error::Problems;
+use crate::policy::{Constraints, Policy, PolicySet, PolicySource, Query, Reason, validate_policy};
+use crate::snapshot::{AgentState, Snapshot};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{AgentStatus, ApiKeyRecord, Store, StoreError};
+use crate::telemetry::Metrics;
+use crate::token::keys::{KeyError, create_dir_private, write_atomic};
+use crate::token::{KeySet, Tokens, now_unix};
+
+/// Why the gateway could not start. Each is fatal: actgate refuses to run rather than run
+/// without its keys, its store or its audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("data directory: {0}")]
+    DataDir(String),
+    /// The signing keys could not be loaded.
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A stored policy no longer validates.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+/// What the snapshot rebuild must re-read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Policies changed: recompile them (and re-read agents and revocations).
+    Policies,
+    /// Only agents or revocations changed: reuse the compiled policies.
+    AgentsAndRevocations,
+}
+
+/// The gateway.
+pub struct Gateway {
+    /// The config it was started with.
+    pub config: Config,
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// Token issue and verification.
+    pub tokens: Tokens,
+    /// Where decisions are recorded.
+    pub audit: AuditSink,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    snapshot: ArcSwap<Snapshot>,
+    api_keys: ArcSwap<AHashMap<[u8; 32], ApiKeyRecord>>,
+    writes: tokio::sync::Mutex<()>,
+    version: AtomicU64,
+}
+
+/// Background tasks the gateway runs; awaited on shutdown.
+pub struct Background {
+    /// The audit writer; ends when every sink is dropped.
+    pub audit_writer: JoinHandle<()>,
+}
+
+/// The SHA-256 of an API key.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl Gateway {
+    /// Opens the data directory, keys, store and audit writer, resolves API keys (generating
+    /// a first one into `<dataDir>/admin.key` when none is configured) and builds the first
+    /// snapshot.
+    pub async fn open(config: Config) -> Result<(Arc<Gateway>, Background), StartError> {
+        let data = config.data_dir.clone();
+        create_dir_private(&data).map_err(|e| StartError::DataDir(e.to_string()))?;
+        let keys = KeySet::load_or_create(&data.join("keys"))?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data)?);
+        let metrics = Metrics::new();
+        let tokens = Tokens::new(
+            keys,
+            config.tokens.cache_capacity,
+            config.tokens.clock_skew,
+            config.tokens.max_concurrent_verifications,
+        );
+        let (audit, audit_writer) = audit::spawn_writer(
+            &config.audit,
+            Arc::clone(&store),
+            metrics.audit_commit_seconds.clone(),
+        )
+        .await?;
+        let gw = Arc::new(Gateway {
+            store,
+            tokens,
+            audit,
+            metrics,
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            api_keys: ArcSwap::from_pointee(AHashMap::new()),
+            writes: tokio::sync::Mutex::new(()),
+            version: AtomicU64::new(0),
+            config,
+        });
+        gw.load_api_keys(&data).await?;
+        gw.refresh(Refresh::Policies)
+            .await
+            .map_err(StartError::Snapshot)?;
+        Ok((gw, Background { audit_writer }))
+    }
+
+    async fn load_api_keys(&self, data: &Path) -> Result<(), StartError> {
+        let mut map: AHashMap<[u8; 32], ApiKeyRecord> = AHashMap::new();
+        for k in &self.config.api_keys {
+            let hash = match &k.source {
+                KeySource::Sha256(h) => Some(*h),
+                KeySource::Env(var) => match std::env::var(var) {
+                    Ok(v) if !v.is_empty() => Some(hash_key(&v)),
+                    _ => {
+                        tracing::warn!(key = %k.name, env = %var, "API key variable is not set; key skipped");
+                        None
+                    }
+                },
+            };
+            if let Some(hash) = hash {
+                map.insert(
+                    hash,
+                    ApiKeyRecord {
+                        hash,
+                        tenant: k.tenant.clone(),
+                        name: k.name.clone(),
+                    },
+                );
+            }
+        }
+        for k in self.store.api_keys().await? {
+            map.insert(k.hash, k);
+        }
+        if map.is_empty() {
+            let path = data.join("admin.key");
+            let mut raw = [0u8; 24];
+            crate::ids::fill(&mut raw);
+            let key = format!("act_{}", hex::encode(raw));
+            write_atomic(&path, format!("{key}\n").as_bytes(), 0o600)?;
+            let rec = ApiKeyRecord {
+                hash: hash_key(&key),
+                tenant: self.config.tenant.clone(),
+                name: "generated-admin".into(),
+            };
+            self.store.put_api_key(&rec).await?;
+            map.insert(rec.hash, rec);
+            tracing::warn!(path = %path.display(), tenant = %self.config.tenant, "no API key configured: generated one (read it from the file; it is not logged)");
+        }
+        self.api_keys.store(Arc::new(map));
+        Ok(())
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The tenant and name an API key acts for, or `None`. The key is hashed first; the
+    /// comparison of hashes is constant-time.
+    pub fn authenticate_key(&self, key: &str) -> Option<ApiKeyRecord> {
+        let hash = hash_key(key);
+        let keys = self.api_keys.load();
+        let found = keys.get(&hash)?;
+        bool::from(found.hash.ct_eq(&hash)).then(|| found.clone())
+    }
+
+    /// Serialises control-plane writes: hold the guard across the store write and the
+    /// snapshot refresh so snapshots follow writes in order.
+    pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
+    }
+
+    /// The config policies of a tenant.
+    pub fn config_policies(&self, tenant: &str) -> impl Iterator<Item = &Policy> {
+        self.config.policies.iter().filter(move |p| p.tenant == tenant)
+    }
+
+    /// Rebuilds the snapshot from the config and the store and swaps it in. On error the old
+    /// snapshot stays and the error says why.
+    pub async fn refresh(&self, what: Refresh) -> Result<u64, String> {
+        let result = self.build(what).await;
+        match result {
+            Ok(snapshot) => {
+                let version = snapshot.version;
+                self.snapshot.store(Arc::new(snapshot));
+                self.metrics.snapshot_version.set(version as i64);
+                self.metrics.reloads.with_label_values(&["ok"]).inc();
+                Ok(version)
+            }
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["error"]).inc();
+                tracing::error!(error = %e, "snapshot rebuild failed; the previous snapshot keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    async fn build(&self, what: Refresh) -> Result<Snapshot, String> {
+        let current = self.snapshot.load_full();
+        let agents = self.store.all_agents().await.map_err(|e| e.to_string())?;
+        let revoked = self
+            .store
+            .revoked_token_ids(now_unix())
+            .await
+            .map_err(|e| e.to_string())?;
+        let policies = match what {
+            Refresh::AgentsAndRevocations if current.version > 0 => Arc::clone(&current.policies),
+            _ => {
+                let stored = self.store.all_policies().await.map_err(|e| e.to_string())?;
+                let mut list: Vec<Policy> = self.config.policies.clone();
+                let mut problems = Problems::new();
+                for sp in &stored {
+                    let at = format!("stored policy {}", sp.id());
+                    if let Some(p) =
+                        validate_policy(&sp.input, &sp.tenant, sp.id(), PolicySource::Api, &at, &mut problems)
+                    {
+                        list.push(p);
+                    }
+                }
+                if !problems.is_empty() {
+                    // Skipping one could drop a deny: refuse the whole build instead.
+                    return Err(problems.to_string());
+                }
+                let set = tokio::task::spawn_blocking(move || PolicySet::build(list))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                Arc::new(set)
+            }
+        };
+        let agents = agents
+            .into_iter()
+            .map(|a| {
+                (
+                    a.id.into_boxed_str(),
+                    AgentState {
+                        tenant: a.tenant.into_boxed_str(),
+                        active: a.status == AgentStatus::Active,
+                    },
+                )
+            })
+            .collect();
+        let revoked = revoked.into_iter().map(String::into_boxed_str).collect();
+        Ok(Snapshot {
+            version: self.version.fetch_add(1, Ordering::SeqCst) + 1,
+            policies,
+            routes: Arc::clone(&self.config.routes),
+            agents: Arc::new(agents),
+            revoked: Arc::new(revoked),
+        })
+    }
+}
+
+/// The outcome of one authorization, detached from the snapshot.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Reason code (`Allowed` when allowed).
+    pub reason: Reason,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Deciding policy.
+    pub policy_id: Option<String>,
+    /// The deciding policy's constraints (obligations when allowed).
+    pub constraints: Option<Constraints>,
+    /// The token's agent, when it verified.
+    pub agent_id: Option<String>,
+    /// The token's id, when it verified.
+    pub token_id: Option<String>,
+    /// Snapshot that decided.
+    pub snapshot_version: u64,
+}
+
+impl Outcome {
+    /// Whether the request may proceed.
+    pub fn is_allowed(&self) -> bool {
+        self.reason == Reason::Allowed
+    }
+}
+
+impl Gateway {
+    /// Authenticates the token (cache, else a bounded verification), decides against the
+    /// current snapshot, and counts the decision. Used by the proxy and `/v1/enforce` alike.
+    pub async fn authorize(
+        &self,
+        source: Source,
+        token: Option<&str>,
+        tenant: Option<&str>,
+        query: &Query<'_>,
+    ) -> Outcome {
+        let started = Instant::now();
+        let claims = match token {
+            None => Err(Reason::TokenMissing),
+            Some(t) => self.tokens.authenticate(t).await,
+        };
+        let snapshot = self.snapshot();
+        let decision = snapshot.decide(
+            claims.as_deref().map_err(|r| *r),
+            tenant,
+            query,
+            now_unix(),
+            self.tokens.skew_secs(),
+        );
+        let reason = decision.reason;
+        self.metrics
+            .decision_seconds
+            .with_label_values(&[source.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .decisions
+            .with_label_values(&[decision.verdict(), reason.as_str(), source.as_str()])
+            .inc();
+        if reason.is_token_problem() {
+            self.metrics
+                .token_rejections
+                .with_label_values(&[reason.as_str()])
+                .inc();
+        }
+        let claims = claims.ok();
+        Outcome {
+            reason,
+            message: decision.message(),
+            policy_id: decision.policy.map(|p| p.id.clone()),
+            constraints: decision.policy.map(|p| p.constraints.clone()),
+            agent_id: claims.as_ref().map(|c| c.agent.clone()),
+            token_id: claims.as_ref().map(|c| c.jti.clone()),
+            snapshot_version: snapshot.version,
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! The embedded store: SQLite in `<dataDir>/actgate.db` (WAL, `synchronous=FULL`).
+//!
+//! One connection behind a mutex; every call runs on the blocking pool so the async workers
+//! never wait on disk. Schema changes are numbered migrations recorded in `user_version`;
+//! a database from a newer actgate is refused rather than guessed at.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{
+    Agent, AgentStatus, ApiKeyRecord, Store, StoreError, StoreResult, StoredPolicy, TokenRecord,
+};
+use crate::audit::{AuditEvent, AuditFilter};
+
+/// Migrations, applied in order; `user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE api_keys (
+        hash BLOB PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL
+    );
+    CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        metadata TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX agents_tenant ON agents(tenant, created_at);
+    CREATE TABLE policies (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (tenant, name)
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        policy_ids TEXT,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE INDEX tokens_revoked ON tokens(expires_at) WHERE revoked_at IS NOT NULL;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        time_ms INTEGER NOT NULL,
+        agent_id TEXT,
+        action TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX audit_tenant ON audit(tenant, seq);
+    CREATE INDEX audit_agent ON audit(tenant, agent_id, seq);
+    CREATE INDEX audit_resource ON audit(tenant, resource, seq);
+    CREATE INDEX audit_time ON audit(tenant, time_ms);
+    "#,
+];
+
+/// SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e
+        && f.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        return StoreError::Conflict(msg.clone().unwrap_or_else(|| "already exists".into()));
+    }
+    backend(e)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<dir>/actgate.db` and applies pending migrations.
+    pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(dir).map_err(backend)?;
+        let conn = Connection::open(dir.join("actgate.db")).map_err(backend)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for tests and tools.
+    pub fn in_memory() -> StoreResult<SqliteStore> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(mut conn: Connection) -> StoreResult<SqliteStore> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(backend)?;
+        let version = usize::try_from(version).map_err(backend)?;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::Backend(format!(
+                "database schema version {version} is newer than this actgate knows ({}); upgrade actgate",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction().map_err(backend)?;
+            tx.execute_batch(sql).map_err(backend)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+        }
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn agent_row(r: &Row<'_>) -> rusqlite::Result<Agent> {
+    let metadata: String = r.get(4)?;
+    let status: String = r.get(5)?;
+    Ok(Agent {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        name: r.get(2)?,
+        description: r.get(3)?,
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        status: if status == "active" {
+            AgentStatus::Active
+        } else {
+            AgentStatus::Revoked
+        },
+        created_at: r.get(6)?,
+        updated_at: r.get(7)?,
+    })
+}
+
+const AGENT_COLS: &str = "id, tenant, name, description, metadata, status, created_at, updated_at";
+
+fn policy_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn to_policy(row: (String, String, String, String)) -> StoreResult<StoredPolicy> {
+    let (tenant, body, created_at, updated_at) = row;
+    Ok(StoredPolicy {
+        tenant,
+        input: serde_json::from_str(&body).map_err(|e| backend(format!("stored policy: {e}")))?,
+        created_at,
+        updated_at,
+    })
+}
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let pol: Option<String> = r.get(3)?;
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        agent_id: r.get(2)?,
+        policy_ids: pol.and_then(|p| serde_json::from_str(&p).ok()),
+        issued_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let key = key.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO api_keys (hash, tenant, name) VALUES (?1, ?2, ?3)",
+                params![&key.hash[..], key.tenant, key.name],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        self.with(|c| {
+            let mut st = c
+                .prepare("SELECT hash, tenant, name FROM api_keys")
+                .map_err(backend)?;
+            let rows = st
+                .query_map([], |r| {
+                    let hash: Vec<u8> = r.get(0)?;
+                    Ok((hash, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (hash, tenant, name) = row.map_err(backend)?;
+                let hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| backend("api key hash is not 32 bytes"))?;
+                out.push(ApiKeyRecord { hash, tenant, name });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn insert_agent(&self, agent: &Agent) -> StoreResult<()> {
+        let a = agent.clone();
+        self.with(move |c| {
+            c.execute(
+                &format!("INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                params![
+                    a.id,
+                    a.tenant,
+                    a.name,
+                    a.description,
+                    serde_json::Value::Object(a.metadata).to_string(),
+                    a.status.as_str(),
+                    a.created_at,
+                    a.updated_at
+                ],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn agent(&self, tenant: &str, id: &str) -> StoreResult<Option<Agent>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {AGENT_COLS} FROM agents WHERE tenant = ?1 AND id = ?2"),
+                params![tenant, id],
+                agent_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn agents(&self, tenant: &str) -> StoreResult<Vec<Agent>> {
+        let tenant = tenant.to_string();
+        self.with(move |c| {
+            let mut st = c
+                .prepare(&format!(
+                    "SELECT {AGENT_COLS} FROM agents WHERE tenant = ?1 ORDER BY created_at, id"
+                ))
+                .map_err(backend)?;
+            let rows = st.query_map(params![tenant], agent_row).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn all_agents(&self) -> StoreResult<Vec<Agent>> {
+        self.with(|c| {
+            let mut st = c
+                .prepare(&format!("SELECT {AGENT_COLS} FROM agents"))
+                .map_err(backend)?;
+            let rows = st.query_map([], agent_row).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_agent_status(
+        &self,
+        tenant: &str,
+        id: &str,
+        status: AgentStatus,
+        at: &str,
+    ) -> StoreResult<Option<Agent>> {
+        let (tenant, id, at) = (tenant.to_string(), id.to_string(), at.to_string());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE agents SET status = ?1, updated_at = ?2 WHERE tenant = ?3 AND id = ?4",
+                    params![status.as_str(), at, tenant, id],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            c.query_row(
+                &format!("SELECT {AGENT_COLS} FROM agents WHERE tenant = ?1 AND id = ?2"),
+                params![tenant, id],
+                agent_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn insert_policy(&self, p: &StoredPolicy) -> StoreResult<()> {
+        let p = p.clone();
+        self.with(move |c| {
+            let body = serde_json::to_string(&p.input).map_err(backend)?;
+            c.execute(
+                "INSERT INTO policies (id, tenant, name, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.id(), p.tenant, p.input.name, body, p.created_at, p.updated_at],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_policy(&self, p: &StoredPolicy) -> StoreResult<bool> {
+        let p = p.clone();
+        self.with(move |c| {
+            let body = serde_json::to_string(&p.input).map_err(backend)?;
+            let n = c
+                .execute(
+                    "UPDATE policies SET name = ?1, body = ?2, updated_at = ?3 WHERE tenant = ?4 AND id = ?5",
+                    params![p.input.name, body, p.updated_at, p.tenant, p.id()],
+                )
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn delete_policy(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM policies WHERE tenant = ?1 AND id = ?2",
+                    params![tenant, id],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn policy(&self, tenant: &str, id: &str) -> StoreResult<Option<StoredPolicy>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        let row = self
+            .with(move |c| {
+                c.query_row(
+                    "SELECT tenant, body, created_at, updated_at FROM policies WHERE tenant = ?1 AND id = ?2",
+                    params![tenant, id],
+                    policy_row,
+                )
+                .optional()
+                .map_err(backend)
+            })
+            .await?;
+        row.map(to_policy).transpose()
+    }
+
+    async fn policies(&self, tenant: &str) -> StoreResult<Vec<StoredPolicy>> {
+        let tenant = tenant.to_string();
+        let rows = self
+            .with(move |c| {
+                let mut st = c
+                    .prepare("SELECT tenant, body, created_at, updated_at FROM policies WHERE tenant = ?1 ORDER BY seq")
+                    .map_err(backend)?;
+                let rows = st.query_map(params![tenant], policy_row).map_err(backend)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+            })
+            .await?;
+        rows.into_iter().map(to_policy).collect()
+    }
+
+    async fn all_policies(&self) -> StoreResult<Vec<StoredPolicy>> {
+        let rows = self
+            .with(|c| {
+                let mut st = c
+                    .prepare("SELECT tenant, body, created_at, updated_at FROM policies ORDER BY seq")
+                    .map_err(backend)?;
+                let rows = st.query_map([], policy_row).map_err(backend)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+            })
+            .await?;
+        rows.into_iter().map(to_policy).collect()
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
+        let t = t.clone();
+        self.with(move |c| {
+            let pol = t
+                .policy_ids
+                .as_ref()
+                .map(|p| serde_json::to_string(p).unwrap_or_default());
+            c.execute(
+                "INSERT INTO tokens (id, tenant, agent_id, policy_ids, issued_at, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![t.id, t.tenant, t.agent_id, pol, t.issued_at, t.expires_at, t.revoked_at],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, tenant: &str, id: &str, at: i64) -> StoreResult<Option<TokenRecord>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?1) WHERE tenant = ?2 AND id = ?3",
+                params![at, tenant, id],
+            )
+            .map_err(backend)?;
+            c.query_row(
+                "SELECT id, tenant, agent_id, policy_ids, issued_at, expires_at, revoked_at FROM tokens WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+                token_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn revoked_token_ids(&self, now: i64) -> StoreResult<Vec<String>> {
+        self.with(move |c| {
+            // Keep a day of margin past expiry so clock skew never resurrects a revoked token.
+            let mut st = c
+                .prepare("SELECT id FROM tokens WHERE revoked_at IS NOT NULL AND expires_at >= ?1")
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![now - 86_400], |r| r.get(0))
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        let events = events.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO audit (seq, tenant, time_ms, agent_id, action, resource, decision, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )
+                    .map_err(backend)?;
+                for e in &events {
+                    let body = serde_json::to_string(e).map_err(backend)?;
+                    st.execute(params![
+                        e.seq as i64,
+                        e.tenant_id,
+                        e.time_ms,
+                        e.agent_id,
+                        e.action,
+                        e.resource,
+                        e.decision,
+                        body
+                    ])
+                    .map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn last_audit_seq(&self) -> StoreResult<u64> {
+        self.with(|c| {
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn clear_audit(&self) -> StoreResult<()> {
+        self.with(|c| c.execute("DELETE FROM audit", []).map(|_| ()).map_err(backend))
+            .await
+    }
+
+    async fn audit(&self, tenant: &str, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let tenant = tenant.to_string();
+        let f = f.clone();
+        self.with(move |c| {
+            let mut sql = String::from("SELECT body FROM audit WHERE tenant = ?");
+            let mut args: Vec<rusqlite::types::Value> = vec![tenant.into()];
+            let mut add = |clause: &str, v: rusqlite::types::Value| {
+                sql.push_str(clause);
+                args.push(v);
+            };
+            if let Some(a) = f.agent_id {
+                add(" AND agent_id = ?", a.into());
+            }
+            if let Some(d) = f.decision {
+                add(" AND decision = ?", d.into());
+            }
+            if let Some(a) = f.action {
+                add(" AND action = ?", a.into());
+            }
+            if let Some(r) = f.resource {
+                add(" AND resource = ?", r.into());
+            }
+            if let Some(s) = f.since_ms {
+                add(" AND time_ms >= ?", s.into());
+            }
+            if let Some(u) = f.until_ms {
+                add(" AND time_ms < ?", u.into());
+            }
+            if let Some(b) = f.before_seq {
+                add(" AND seq < ?", (b as i64).into());
+            }
+            sql.push_str(" ORDER BY seq DESC LIMIT ?");
+            args.push((f.limit as i64).into());
+            let mut st = c.prepare(&sql).map_err(backend)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let body = row.map_err(backend)?;
+                out.push(serde_json::from_str(&body).map_err(backend)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.with(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(backend)
+        })
+        .await
+    }
+}

@@ -1,0 +1,280 @@
+//! The Ed25519 key set: one active signing key and every verification key still trusted.
+//!
+//! Keys live in `<dataDir>/keys/` (directory 0700): `<kid>.key` holds a secret key (0600),
+//! `<kid>.pub` its public key, `active` the kid that signs. Rotation adds a key and makes it
+//! active; older public keys stay, so tokens they signed keep verifying until they expire.
+//! Files are written to a temporary name, fsync'd and renamed, so a crash never leaves half a
+//! key. A key id is `k` + the first 16 hex digits of the SHA-256 of the public key.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ahash::AHashMap;
+use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
+use pasetors::version4::V4;
+use sha2::{Digest, Sha256};
+
+/// A key that signs tokens (and audit checkpoints).
+pub struct SigningKey {
+    /// Its id, carried in every token's footer.
+    pub kid: String,
+    /// The secret half. Never logged: `Debug` is not implemented.
+    pub(crate) secret: AsymmetricSecretKey<V4>,
+    /// The public half.
+    pub public: AsymmetricPublicKey<V4>,
+}
+
+impl SigningKey {
+    /// The 64-byte Ed25519 secret key (seed ‖ public), for checkpoint signatures.
+    pub fn secret_bytes(&self) -> &[u8] {
+        self.secret.as_bytes()
+    }
+}
+
+/// Every trusted key.
+pub struct KeySet {
+    /// The key new tokens are signed with; `None` for a verify-only set.
+    pub signing: Option<SigningKey>,
+    verifying: AHashMap<String, AsymmetricPublicKey<V4>>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("signing", &self.signing.as_ref().map(|k| &k.kid))
+            .field("verifying", &self.verifying.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Why the key set could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A file does not hold a valid key.
+    #[error("{path}: not a valid Ed25519 key file")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The `active` file names a key that is not there.
+    #[error("{dir}/active names key {kid}, but {kid}.key is missing")]
+    MissingActive {
+        /// The key directory.
+        dir: PathBuf,
+        /// The kid.
+        kid: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The id of a public key.
+pub fn key_id(public: &AsymmetricPublicKey<V4>) -> String {
+    let digest = Sha256::digest(public.as_bytes());
+    format!("k{}", &hex::encode(digest)[..16])
+}
+
+impl KeySet {
+    /// A set holding one in-memory key; for tests and `actgate check`-like tools.
+    pub fn ephemeral() -> KeySet {
+        let pair = AsymmetricKeyPair::<V4>::generate().expect("key generation");
+        let kid = key_id(&pair.public);
+        let mut verifying = AHashMap::new();
+        verifying.insert(kid.clone(), pair.public.clone());
+        KeySet {
+            signing: Some(SigningKey {
+                kid,
+                secret: pair.secret,
+                public: pair.public,
+            }),
+            verifying,
+        }
+    }
+
+    /// Loads the key directory, creating it and a first key when it is absent or empty.
+    pub fn load_or_create(dir: &Path) -> Result<KeySet, KeyError> {
+        let active = dir.join("active");
+        if !active.exists() {
+            create_dir_private(dir)?;
+            Self::rotate(dir)?;
+        }
+        Self::load(dir)
+    }
+
+    /// Loads an existing key directory. Fails (and the gateway refuses to start) when the
+    /// active key is missing or unreadable: it never falls back to a new key silently, which
+    /// would invalidate every token in flight.
+    pub fn load(dir: &Path) -> Result<KeySet, KeyError> {
+        let active_path = dir.join("active");
+        let kid = fs::read_to_string(&active_path)
+            .map_err(io_err(&active_path))?
+            .trim()
+            .to_string();
+        let mut verifying = AHashMap::new();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let path = entry.map_err(io_err(dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("pub") {
+                continue;
+            }
+            let public = read_hex(&path, 32)
+                .and_then(|b| AsymmetricPublicKey::<V4>::from(&b).map_err(|_| corrupt(&path)))?;
+            verifying.insert(key_id(&public), public);
+        }
+        let secret_path = dir.join(format!("{kid}.key"));
+        if !secret_path.exists() {
+            return Err(KeyError::MissingActive {
+                dir: dir.to_path_buf(),
+                kid,
+            });
+        }
+        let secret = read_hex(&secret_path, 64).and_then(|b| {
+            AsymmetricSecretKey::<V4>::from(&b).map_err(|_| corrupt(&secret_path))
+        })?;
+        let public = AsymmetricPublicKey::<V4>::from(&secret.as_bytes()[32..])
+            .map_err(|_| corrupt(&secret_path))?;
+        if key_id(&public) != kid {
+            return Err(corrupt(&secret_path));
+        }
+        verifying.insert(kid.clone(), public.clone());
+        Ok(KeySet {
+            signing: Some(SigningKey {
+                kid,
+                secret,
+                public,
+            }),
+            verifying,
+        })
+    }
+
+    /// Generates a new key, writes it, and makes it the active one. Returns its kid.
+    pub fn rotate(dir: &Path) -> Result<String, KeyError> {
+        create_dir_private(dir)?;
+        let pair = AsymmetricKeyPair::<V4>::generate().map_err(|_| KeyError::Io {
+            path: dir.to_path_buf(),
+            source: io::Error::other("key generation failed"),
+        })?;
+        let kid = key_id(&pair.public);
+        write_atomic(
+            &dir.join(format!("{kid}.key")),
+            hex::encode(pair.secret.as_bytes()).as_bytes(),
+            0o600,
+        )?;
+        write_atomic(
+            &dir.join(format!("{kid}.pub")),
+            hex::encode(pair.public.as_bytes()).as_bytes(),
+            0o644,
+        )?;
+        write_atomic(&dir.join("active"), kid.as_bytes(), 0o644)?;
+        Ok(kid)
+    }
+
+    /// The public key for `kid`, if it is trusted.
+    pub fn verifying_key(&self, kid: &str) -> Option<&AsymmetricPublicKey<V4>> {
+        self.verifying.get(kid)
+    }
+
+    /// Ids of every trusted key.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.verifying.keys().map(String::as_str)
+    }
+}
+
+fn corrupt(path: &Path) -> KeyError {
+    KeyError::Corrupt {
+        path: path.to_path_buf(),
+    }
+}
+
+fn read_hex(path: &Path, len: usize) -> Result<Vec<u8>, KeyError> {
+    let text = fs::read_to_string(path).map_err(io_err(path))?;
+    let bytes = hex::decode(text.trim()).map_err(|_| corrupt(path))?;
+    if bytes.len() != len {
+        return Err(corrupt(path));
+    }
+    Ok(bytes)
+}
+
+/// Creates `dir` (and parents) with mode 0700 if absent.
+pub fn create_dir_private(dir: &Path) -> Result<(), KeyError> {
+    if !dir.exists() {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+/// Writes `data` to `path` atomically: temporary file with `mode`, fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyError> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(data).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(parent))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_load_creates_a_private_key_and_rotation_keeps_old_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let first = KeySet::load_or_create(&dir).unwrap();
+        let kid1 = first.signing.as_ref().unwrap().kid.clone();
+        let mode = fs::metadata(dir.join(format!("{kid1}.key")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+
+        let again = KeySet::load_or_create(&dir).unwrap();
+        assert_eq!(again.signing.as_ref().unwrap().kid, kid1);
+
+        let kid2 = KeySet::rotate(&dir).unwrap();
+        let rotated = KeySet::load(&dir).unwrap();
+        assert_eq!(rotated.signing.as_ref().unwrap().kid, kid2);
+        assert!(rotated.verifying_key(&kid1).is_some());
+        assert!(rotated.verifying_key(&kid2).is_some());
+    }
+
+    #[test]
+    fn an_unreadable_active_key_is_an_error_not_a_new_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let set = KeySet::load_or_create(&dir).unwrap();
+        let kid = set.signing.unwrap().kid;
+        fs::write(dir.join(format!("{kid}.key")), "zz").unwrap();
+        assert!(matches!(KeySet::load_or_create(&dir), Err(KeyError::Corrupt { .. })));
+        fs::remove_file(dir.join(format!("{kid}.key"))).unwrap();
+        assert!(matches!(KeySet::load(&dir), Err(KeyError::MissingActive { .. })));
+    }
+}

@@ -1,0 +1,317 @@
+//! Capability tokens: PASETO v4.public (Ed25519) through `pasetors`.
+//!
+//! Owns issuing, signature verification, the key set and the verified-token cache. Does not
+//! decide anything: time, revocation, agent and tenant checks are part of the decision
+//! ([`crate::snapshot::Snapshot::decide`]) so they run on every request, cached or not.
+//!
+//! Wire format: `v4.public.<payload+sig>.<footer>`; the payload is JSON
+//! `{"jti","sub","tid","iat","nbf","exp","pol"?}` with RFC 3339 times (PASETO's registered
+//! claims), the footer is `{"kid":"k…"}`. The kid is looked up only in actgate's own key set;
+//! an unknown kid, another version or purpose, a malformed or oversized token, or a bad
+//! signature are all `token_invalid`.
+
+pub mod cache;
+pub mod keys;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use pasetors::token::UntrustedToken;
+use pasetors::version4::{PublicToken, V4};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::policy::Reason;
+pub use cache::TokenCache;
+pub use keys::KeySet;
+
+/// Longest token accepted, in bytes. Ours are ~300; anything far larger is not ours.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Verified claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// Token id (`tok_…`): what logs and audit records carry instead of the token.
+    pub jti: String,
+    /// Agent id.
+    pub agent: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Issued at, Unix seconds.
+    pub issued_at: i64,
+    /// Not before, Unix seconds.
+    pub not_before: i64,
+    /// Expires at, Unix seconds.
+    pub expires_at: i64,
+    /// Policies the token is narrowed to.
+    pub policy_ids: Option<Vec<String>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireClaims {
+    jti: String,
+    sub: String,
+    tid: String,
+    iat: String,
+    nbf: String,
+    exp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pol: Option<Vec<String>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Footer {
+    kid: String,
+}
+
+/// Current Unix time in seconds.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// RFC 3339 (UTC, seconds) of a Unix time.
+pub fn rfc3339(secs: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+        .to_string()
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    humantime::parse_rfc3339(s)
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs() as i64)
+}
+
+/// Why a token could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The key set is verify-only.
+    #[error("this gateway has no signing key")]
+    NoSigningKey,
+    /// pasetors refused.
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// Signs and verifies tokens, with a bounded cache in front of verification.
+pub struct Tokens {
+    keys: ArcSwap<KeySet>,
+    /// Verified tokens.
+    pub cache: TokenCache,
+    skew_secs: i64,
+    verifications: Semaphore,
+}
+
+impl Tokens {
+    /// A token service over `keys`.
+    pub fn new(keys: KeySet, cache_capacity: usize, clock_skew: Duration, max_concurrent: usize) -> Tokens {
+        Tokens {
+            keys: ArcSwap::from_pointee(keys),
+            cache: TokenCache::new(cache_capacity),
+            skew_secs: clock_skew.as_secs() as i64,
+            verifications: Semaphore::new(max_concurrent.max(1)),
+        }
+    }
+
+    /// Replaces the key set (after `actgate keys rotate`).
+    pub fn set_keys(&self, keys: KeySet) {
+        self.keys.store(Arc::new(keys));
+    }
+
+    /// The current key set.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
+    /// Clock skew tolerated on `nbf`/`exp`, in seconds.
+    pub fn skew_secs(&self) -> i64 {
+        self.skew_secs
+    }
+
+    /// Issues a token for `agent` of `tenant`, valid from `now` for `ttl`.
+    pub fn issue(
+        &self,
+        agent: &str,
+        tenant: &str,
+        ttl: Duration,
+        policy_ids: Option<Vec<String>>,
+        now: i64,
+    ) -> Result<(String, Claims), IssueError> {
+        let keys = self.keys.load();
+        let key = keys.signing.as_ref().ok_or(IssueError::NoSigningKey)?;
+        let claims = Claims {
+            jti: crate::ids::new_id("tok_"),
+            agent: agent.to_string(),
+            tenant: tenant.to_string(),
+            issued_at: now,
+            not_before: now,
+            expires_at: now + ttl.as_secs() as i64,
+            policy_ids,
+        };
+        let wire = WireClaims {
+            jti: claims.jti.clone(),
+            sub: claims.agent.clone(),
+            tid: claims.tenant.clone(),
+            iat: rfc3339(claims.issued_at),
+            nbf: rfc3339(claims.not_before),
+            exp: rfc3339(claims.expires_at),
+            pol: claims.policy_ids.clone(),
+        };
+        let payload = serde_json::to_vec(&wire).map_err(|e| IssueError::Sign(e.to_string()))?;
+        let footer = serde_json::to_vec(&Footer {
+            kid: key.kid.clone(),
+        })
+        .map_err(|e| IssueError::Sign(e.to_string()))?;
+        let token = PublicToken::sign(&key.secret, &payload, Some(&footer), None)
+            .map_err(|e| IssueError::Sign(e.to_string()))?;
+        Ok((token, claims))
+    }
+
+    /// Verifies a token's signature and reads its claims, without the cache. Time and
+    /// revocation are not checked here.
+    pub fn verify_uncached(&self, token: &str) -> Result<Claims, Reason> {
+        if token.len() > MAX_TOKEN_LEN || !token.starts_with(PublicToken::HEADER) {
+            return Err(Reason::TokenInvalid);
+        }
+        let untrusted =
+            UntrustedToken::<pasetors::Public, V4>::try_from(token).map_err(|_| Reason::TokenInvalid)?;
+        let footer: Footer =
+            serde_json::from_slice(untrusted.untrusted_footer()).map_err(|_| Reason::TokenInvalid)?;
+        let keys = self.keys.load();
+        let public = keys.verifying_key(&footer.kid).ok_or(Reason::TokenInvalid)?;
+        let trusted =
+            PublicToken::verify(public, &untrusted, None, None).map_err(|_| Reason::TokenInvalid)?;
+        let wire: WireClaims =
+            serde_json::from_str(trusted.payload()).map_err(|_| Reason::TokenInvalid)?;
+        let time = |s: &str| parse_time(s).ok_or(Reason::TokenInvalid);
+        Ok(Claims {
+            issued_at: time(&wire.iat)?,
+            not_before: time(&wire.nbf)?,
+            expires_at: time(&wire.exp)?,
+            jti: wire.jti,
+            agent: wire.sub,
+            tenant: wire.tid,
+            policy_ids: wire.pol,
+        })
+    }
+
+    /// The claims of a token: from the cache, else verified (at most
+    /// `maxConcurrentVerifications` at once; the rest wait) and cached.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Claims>, Reason> {
+        let now = now_unix();
+        if let Some(claims) = self.cache.get(token, now, self.skew_secs) {
+            return Ok(claims);
+        }
+        let _permit = self
+            .verifications
+            .acquire()
+            .await
+            .map_err(|_| Reason::InternalError)?;
+        let claims = Arc::new(self.verify_uncached(token)?);
+        // An expired token is not worth a slot; the decision will say it expired.
+        if claims.expires_at + self.skew_secs >= now {
+            self.cache.insert(token, Arc::clone(&claims), now);
+        }
+        Ok(claims)
+    }
+
+    /// Synchronous form of [`Tokens::authenticate`] without the concurrency bound, for
+    /// benchmarks and CLI tools.
+    pub fn authenticate_blocking(&self, token: &str) -> Result<Arc<Claims>, Reason> {
+        let now = now_unix();
+        if let Some(claims) = self.cache.get(token, now, self.skew_secs) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify_uncached(token)?);
+        if claims.expires_at + self.skew_secs >= now {
+            self.cache.insert(token, Arc::clone(&claims), now);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn tokens() -> Tokens {
+        Tokens::new(KeySet::ephemeral(), 100, Duration::from_secs(30), 4)
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_carry_their_claims() {
+        let t = tokens();
+        let (token, claims) = t
+            .issue("agent_1", "t", Duration::from_secs(60), Some(vec!["pol_a".into()]), 1000)
+            .unwrap();
+        assert!(token.starts_with("v4.public."));
+        let back = t.verify_uncached(&token).unwrap();
+        assert_eq!(back, claims);
+        assert_eq!(back.expires_at, 1060);
+    }
+
+    #[test]
+    fn tampered_foreign_and_malformed_tokens_are_invalid() {
+        let t = tokens();
+        let (token, _) = t.issue("agent_1", "t", Duration::from_secs(60), None, 1000).unwrap();
+        // Flip one character of the payload.
+        let mut bytes = token.clone().into_bytes();
+        bytes[20] = if bytes[20] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).unwrap();
+        assert_eq!(t.verify_uncached(&tampered), Err(Reason::TokenInvalid));
+        // Signed by another gateway's key.
+        let other = tokens();
+        let (foreign, _) = other.issue("agent_1", "t", Duration::from_secs(60), None, 1000).unwrap();
+        assert_eq!(t.verify_uncached(&foreign), Err(Reason::TokenInvalid));
+        // Same payload and signature, footer pointing at our kid: the signature covers the
+        // footer, so this fails too.
+        let parts: Vec<&str> = foreign.split('.').collect();
+        let our_kid = t.keys().signing.as_ref().unwrap().kid.clone();
+        let footer = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{{\"kid\":\"{our_kid}\"}}"));
+        let relabelled = format!("{}.{}.{}.{}", parts[0], parts[1], parts[2], footer);
+        assert_eq!(t.verify_uncached(&relabelled), Err(Reason::TokenInvalid));
+        for bad in [
+            "",
+            "garbage",
+            "v4.local.abc",
+            "v3.public.abc",
+            "v4.public.",
+            "v4.public.!!!",
+            &format!("v4.public.{}", "A".repeat(MAX_TOKEN_LEN)),
+        ] {
+            assert_eq!(t.verify_uncached(bad), Err(Reason::TokenInvalid), "{bad:.40}");
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let t = Tokens::new(KeySet::load_or_create(&dir).unwrap(), 10, Duration::ZERO, 1);
+        let (old, _) = t.issue("a", "t", Duration::from_secs(60), None, now_unix()).unwrap();
+        KeySet::rotate(&dir).unwrap();
+        t.set_keys(KeySet::load(&dir).unwrap());
+        let (new, _) = t.issue("a", "t", Duration::from_secs(60), None, now_unix()).unwrap();
+        assert!(t.verify_uncached(&old).is_ok());
+        assert!(t.verify_uncached(&new).is_ok());
+        assert_ne!(old.rsplit('.').next(), new.rsplit('.').next(), "different kid footers");
+    }
+
+    #[test]
+    fn the_cache_serves_repeat_tokens() {
+        let t = tokens();
+        let (token, _) = t.issue("a", "t", Duration::from_secs(600), None, now_unix()).unwrap();
+        t.authenticate_blocking(&token).unwrap();
+        t.authenticate_blocking(&token).unwrap();
+        assert_eq!(t.cache.stats.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(t.cache.len(), 1);
+    }
+}
