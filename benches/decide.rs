@@ -165,8 +165,15 @@ fn to_policy(i: usize, s: &Spec) -> Policy {
     }
     let input: PolicyInput = serde_json::from_value(json).unwrap();
     let mut p = Problems::new();
-    validate_policy(&input, &s.tenant, &format!("pol_{i}"), PolicySource::Api, "", &mut p)
-        .unwrap_or_else(|| panic!("{p}"))
+    validate_policy(
+        &input,
+        &s.tenant,
+        &format!("pol_{i}"),
+        PolicySource::Api,
+        "",
+        &mut p,
+    )
+    .unwrap_or_else(|| panic!("{p}"))
 }
 
 /// One generated request, engine-neutral.
@@ -262,7 +269,11 @@ struct Workload {
 fn workload(n: usize) -> Workload {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ n as u64);
     let specs = generate(n, &mut rng);
-    let policies: Vec<Policy> = specs.iter().enumerate().map(|(i, s)| to_policy(i, s)).collect();
+    let policies: Vec<Policy> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| to_policy(i, s))
+        .collect();
     let start = Instant::now();
     let set = PolicySet::build(policies).unwrap();
     let compile = start.elapsed();
@@ -319,7 +330,11 @@ fn bench(c: &mut Criterion) {
     for &n in &SIZES[..2] {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ n as u64);
         let specs = generate(n, &mut rng);
-        let policies: Vec<Policy> = specs.iter().enumerate().map(|(i, s)| to_policy(i, s)).collect();
+        let policies: Vec<Policy> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| to_policy(i, s))
+            .collect();
         group.bench_with_input(BenchmarkId::new("actgate", n), &policies, |b, p| {
             b.iter(|| PolicySet::build(p.clone()).unwrap())
         });
@@ -332,25 +347,49 @@ fn bench(c: &mut Criterion) {
 /// The README table: ns/decision for both engines, one run, and the ratio.
 fn summary(loads: &[Workload]) {
     println!();
-    println!("| policies | compile | actgate ns/decision | cedar ns/decision | cedar / actgate | allowed (of 64) |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| policies | actgate compile | actgate ns/decision | cedar ns/decision (one set) | cedar / actgate | cedar ns/decision (set per tenant) | cedar per-tenant / actgate | allowed (of 64) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for w in loads {
         let allowed = w.asks.iter().filter(|a| actgate_decide(&w.set, a)).count();
         let ours = time_per_decision(w.asks.len(), 20_000, |i| actgate_decide(&w.set, &w.asks[i]));
         #[cfg(feature = "cedar")]
-        let (theirs, ratio) = {
+        let (theirs, ratio, part, part_ratio) = {
             let rounds = (20_000 / w.n.max(1)).clamp(1, 2_000);
             let t = time_per_decision(w.asks.len(), rounds, |i| w.cedar.decide(i));
             let disagree = (0..w.asks.len())
                 .filter(|&i| w.cedar.decide(i) != actgate_decide(&w.set, &w.asks[i]))
                 .count();
-            assert_eq!(disagree, 0, "engines disagree on {disagree} requests at {} policies", w.n);
-            (format!("{t:.0}"), format!("{:.0}×", t / ours))
+            assert_eq!(
+                disagree, 0,
+                "engines disagree on {disagree} requests at {} policies",
+                w.n
+            );
+            let part = time_per_decision(w.asks.len(), 2_000, |i| w.cedar.decide_partitioned(i));
+            let disagree = (0..w.asks.len())
+                .filter(|&i| w.cedar.decide_partitioned(i) != actgate_decide(&w.set, &w.asks[i]))
+                .count();
+            assert_eq!(
+                disagree, 0,
+                "partitioned Cedar disagrees on {disagree} requests"
+            );
+            (
+                format!("{t:.0}"),
+                format!("{:.0}×", t / ours),
+                format!("{part:.0}"),
+                format!("{:.0}×", part / ours),
+            )
         };
         #[cfg(not(feature = "cedar"))]
-        let (theirs, ratio) = ("(--features cedar)".to_string(), "-".to_string());
+        let (theirs, ratio, part, part_ratio) = (
+            "(--features cedar)".to_string(),
+            "-".to_string(),
+            "-".to_string(),
+            "-".to_string(),
+        );
         println!(
-            "| {} | {:.1} ms | {ours:.0} | {theirs} | {ratio} | {allowed} |",
+            "| {} | {:.1} ms | {ours:.0} | {theirs} | {ratio} | {part} | {part_ratio} | {allowed} |",
             w.n,
             w.compile.as_secs_f64() * 1e3
         );
@@ -361,20 +400,38 @@ fn summary(loads: &[Workload]) {
 mod cedar {
     //! The same policies and requests in Cedar. Tenant, resource path and facts travel in the
     //! context; `*` within one segment is `like "p/*" && !(like "p/*/*")`.
+    use std::collections::HashMap;
+
     use super::{Ask, Shape, Spec};
     use cedar_policy::{Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request};
 
     pub struct Compiled {
         set: PolicySet,
-        requests: Vec<Request>,
+        /// The same policies split into one set per tenant, as a Cedar deployment that
+        /// partitions by tenant would hold them.
+        by_tenant: HashMap<String, PolicySet>,
+        requests: Vec<(String, Request)>,
         entities: Entities,
         authorizer: Authorizer,
     }
 
     impl Compiled {
+        /// One decision against the whole policy set.
         pub fn decide(&self, i: usize) -> bool {
             self.authorizer
-                .is_authorized(&self.requests[i], &self.set, &self.entities)
+                .is_authorized(&self.requests[i].1, &self.set, &self.entities)
+                .decision()
+                == Decision::Allow
+        }
+
+        /// One decision against the request's tenant's policy set only.
+        pub fn decide_partitioned(&self, i: usize) -> bool {
+            let (tenant, request) = &self.requests[i];
+            let Some(set) = self.by_tenant.get(tenant) else {
+                return false;
+            };
+            self.authorizer
+                .is_authorized(request, set, &self.entities)
                 .decision()
                 == Decision::Allow
         }
@@ -396,14 +453,23 @@ mod cedar {
 
     pub fn compile(specs: &[Spec], asks: &[Ask]) -> Compiled {
         let mut text = String::new();
+        let mut per_tenant: HashMap<String, String> = HashMap::new();
         for s in specs {
-            let actions: Vec<String> = s.actions.iter().map(|a| format!("Action::\"{a}\"")).collect();
+            let actions: Vec<String> = s
+                .actions
+                .iter()
+                .map(|a| format!("Action::\"{a}\""))
+                .collect();
             let principal = match &s.agents {
                 None => "principal".to_string(),
                 Some(a) => format!("principal == Agent::\"{}\"", a[0]),
             };
             let mut conds = vec![format!("context.tenant == \"{}\"", s.tenant)];
-            let any: Vec<String> = s.resources.iter().map(|(p, sh)| resource_cond(p, *sh)).collect();
+            let any: Vec<String> = s
+                .resources
+                .iter()
+                .map(|(p, sh)| resource_cond(p, *sh))
+                .collect();
             conds.push(format!("({})", any.join(" || ")));
             if let Some(n) = s.max_rows {
                 conds.push(format!("(!(context has rows) || context.rows <= {n})"));
@@ -417,17 +483,27 @@ mod cedar {
             }
             if s.read_only {
                 conds.push(
-                    "[\"read\", \"list\", \"query\", \"get\", \"search\"].contains(context.action)".into(),
+                    "[\"read\", \"list\", \"query\", \"get\", \"search\"].contains(context.action)"
+                        .into(),
                 );
             }
-            text.push_str(&format!(
+            let policy = format!(
                 "{}({principal}, action in [{}], resource) when {{ {} }};\n",
                 if s.deny { "forbid" } else { "permit" },
                 actions.join(", "),
                 conds.join(" && ")
-            ));
+            );
+            text.push_str(&policy);
+            per_tenant
+                .entry(s.tenant.clone())
+                .or_default()
+                .push_str(&policy);
         }
         let set: PolicySet = text.parse().expect("cedar policies parse");
+        let by_tenant = per_tenant
+            .into_iter()
+            .map(|(t, src)| (t, src.parse().expect("cedar policies parse")))
+            .collect();
         let requests = asks
             .iter()
             .map(|a| {
@@ -450,11 +526,15 @@ mod cedar {
                 let action: EntityUid = format!("Action::\"{}\"", a.action).parse().unwrap();
                 let resource: EntityUid = "Resource::\"r\"".parse().unwrap();
                 let context = Context::from_json_value(ctx, None).unwrap();
-                Request::new(principal, action, resource, context, None).unwrap()
+                (
+                    a.tenant.clone(),
+                    Request::new(principal, action, resource, context, None).unwrap(),
+                )
             })
             .collect();
         Compiled {
             set,
+            by_tenant,
             requests,
             entities: Entities::empty(),
             authorizer: Authorizer::new(),

@@ -15,7 +15,10 @@ use crate::gateway::Gateway;
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     gw.metrics.sync_from(&gw);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         gw.metrics.render(),
     )
         .into_response()
@@ -54,4 +57,3 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .with_state(gw)
 }
-

@@ -112,7 +112,8 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             api_keys: ArcSwap::from_pointee(AHashMap::new()),
             writes: tokio::sync::Mutex::new(()),
-            version: AtomicU64::new(0),
+            // Versions keep increasing across restarts: start from the clock (ms).
+            version: AtomicU64::new(crate::audit::now_stamp().1.max(0) as u64),
             config,
         });
         gw.load_api_keys(&data).await?;
@@ -190,7 +191,10 @@ impl Gateway {
 
     /// The config policies of a tenant.
     pub fn config_policies(&self, tenant: &str) -> impl Iterator<Item = &Policy> {
-        self.config.policies.iter().filter(move |p| p.tenant == tenant)
+        self.config
+            .policies
+            .iter()
+            .filter(move |p| p.tenant == tenant)
     }
 
     /// Rebuilds the snapshot from the config and the store and swaps it in. On error the old
@@ -229,9 +233,14 @@ impl Gateway {
                 let mut problems = Problems::new();
                 for sp in &stored {
                     let at = format!("stored policy {}", sp.id());
-                    if let Some(p) =
-                        validate_policy(&sp.input, &sp.tenant, sp.id(), PolicySource::Api, &at, &mut problems)
-                    {
+                    if let Some(p) = validate_policy(
+                        &sp.input,
+                        &sp.tenant,
+                        sp.id(),
+                        PolicySource::Api,
+                        &at,
+                        &mut problems,
+                    ) {
                         list.push(p);
                     }
                 }

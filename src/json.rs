@@ -30,7 +30,10 @@ struct Strict {
 impl Strict {
     fn deeper<E: serde::de::Error>(self) -> Result<Strict, E> {
         if self.depth >= self.max {
-            return Err(E::custom(format!("JSON nested deeper than {} levels", self.max)));
+            return Err(E::custom(format!(
+                "JSON nested deeper than {} levels",
+                self.max
+            )));
         }
         Ok(Strict {
             depth: self.depth + 1,
@@ -124,7 +127,11 @@ mod tests {
     #[test]
     fn refuses_deep_nesting_trailing_data_and_bad_text() {
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
-        assert!(parse_strict(deep.as_bytes(), 32).unwrap_err().contains("deeper than 32"));
+        assert!(
+            parse_strict(deep.as_bytes(), 32)
+                .unwrap_err()
+                .contains("deeper than 32")
+        );
         assert!(parse_strict(b"[[1]]", 2).is_ok());
         assert!(parse_strict(b"[[[1]]]", 2).is_err());
         assert!(parse_strict(b"{} {}", 8).is_err());

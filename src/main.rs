@@ -9,12 +9,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use actgate::config::{Config, ConfigError};
+use actgate::policy::context::ContextFacts;
+use actgate::policy::{PolicySet, Principal, Query, explain};
 use actgate::store::sqlite::SqliteStore;
 use actgate::store::{AgentStatus, Store, TokenRecord};
 use actgate::telemetry::{LogFormat, init_tracing};
 use actgate::token::{KeySet, Tokens, now_unix, rfc3339};
-use actgate::policy::context::ContextFacts;
-use actgate::policy::{PolicySet, Principal, Query, explain};
 
 #[derive(Parser)]
 #[command(

@@ -50,8 +50,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop, _) = watch::channel(false);
     let mut servers = JoinSet::new();
     for (listener, router, name) in [
-        (api_listener, crate::api::router(Arc::clone(&gateway)), "api"),
-        (admin_listener, crate::admin::router(Arc::clone(&gateway)), "admin"),
+        (
+            api_listener,
+            crate::api::router(Arc::clone(&gateway)),
+            "api",
+        ),
+        (
+            admin_listener,
+            crate::admin::router(Arc::clone(&gateway)),
+            "admin",
+        ),
     ] {
         let mut rx = stop.subscribe();
         servers.spawn(async move {
@@ -66,6 +74,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         });
     }
+    servers.spawn(watch_keys(Arc::clone(&gateway), stop.subscribe()));
     tracing::info!(%api, %admin, "actgate listening");
     Ok(Running {
         api,
@@ -92,7 +101,9 @@ impl Running {
             self.servers.abort_all();
         }
         let Running {
-            gateway, background, ..
+            gateway,
+            background,
+            ..
         } = self;
         drop(gateway);
         // The writer ends when the last sink is gone and the queue is drained.
@@ -101,6 +112,46 @@ impl Running {
             .is_err()
         {
             tracing::error!("audit writer did not finish within 10s");
+        }
+    }
+}
+
+/// How often the key directory is checked for a rotation.
+const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Picks up `actgate keys rotate` run while the gateway runs: when `keys/active` names another
+/// key, the key set is reloaded (old keys keep verifying). A failed reload keeps the current
+/// keys and is logged.
+async fn watch_keys(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    let dir = gateway.config.data_dir.join("keys");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(KEY_CHECK_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let active = tokio::fs::read_to_string(dir.join("active")).await;
+        let current = gateway
+            .tokens
+            .keys()
+            .signing
+            .as_ref()
+            .map(|k| k.kid.clone());
+        match active {
+            Ok(kid) if Some(kid.trim()) != current.as_deref() => {
+                match crate::token::KeySet::load(&dir) {
+                    Ok(keys) => {
+                        tracing::info!(kid = %kid.trim(), "signing key rotated; older keys still verify");
+                        gateway.tokens.set_keys(keys);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "key rotation found but the key set does not load; keeping the current keys")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the active key id; keeping the current keys")
+            }
         }
     }
 }

@@ -65,7 +65,13 @@ impl Snapshot {
     }
 
     /// The token stage of a decision (DESIGN.md §2, step 1), after the signature verified.
-    pub fn check_token(&self, claims: &Claims, tenant: Option<&str>, now: i64, skew: i64) -> Result<(), Reason> {
+    pub fn check_token(
+        &self,
+        claims: &Claims,
+        tenant: Option<&str>,
+        now: i64,
+        skew: i64,
+    ) -> Result<(), Reason> {
         if claims.not_before > now + skew {
             return Err(Reason::TokenInvalid);
         }
@@ -139,13 +145,31 @@ mod tests {
         // Valid token, no policy: the policy stage answers.
         assert_eq!(reason(&s, &c, None, 1500), Reason::NoMatchingPolicy);
         assert_eq!(reason(&s, &c, Some("t"), 1500), Reason::NoMatchingPolicy);
-        assert_eq!(reason(&s, &c, None, 969), Reason::TokenInvalid, "not yet valid");
-        assert_eq!(reason(&s, &c, None, 970), Reason::NoMatchingPolicy, "nbf within skew");
-        assert_eq!(reason(&s, &c, None, 2030), Reason::NoMatchingPolicy, "exp within skew");
+        assert_eq!(
+            reason(&s, &c, None, 969),
+            Reason::TokenInvalid,
+            "not yet valid"
+        );
+        assert_eq!(
+            reason(&s, &c, None, 970),
+            Reason::NoMatchingPolicy,
+            "nbf within skew"
+        );
+        assert_eq!(
+            reason(&s, &c, None, 2030),
+            Reason::NoMatchingPolicy,
+            "exp within skew"
+        );
         assert_eq!(reason(&s, &c, None, 2031), Reason::TokenExpired);
         assert_eq!(reason(&s, &c, Some("other"), 1500), Reason::TenantMismatch);
-        assert_eq!(reason(&snapshot(true, &["tok_1"]), &c, None, 1500), Reason::TokenRevoked);
-        assert_eq!(reason(&snapshot(false, &[]), &c, None, 1500), Reason::AgentRevoked);
+        assert_eq!(
+            reason(&snapshot(true, &["tok_1"]), &c, None, 1500),
+            Reason::TokenRevoked
+        );
+        assert_eq!(
+            reason(&snapshot(false, &[]), &c, None, 1500),
+            Reason::AgentRevoked
+        );
         let mut stranger = claims();
         stranger.agent = "agent_unknown".into();
         assert_eq!(reason(&s, &stranger, None, 1500), Reason::AgentRevoked);
@@ -157,6 +181,10 @@ mod tests {
             resource: "api://x",
             facts: Facts::default(),
         };
-        assert_eq!(s.decide(Err(Reason::TokenMissing), None, &q, 1500, 30).reason, Reason::TokenMissing);
+        assert_eq!(
+            s.decide(Err(Reason::TokenMissing), None, &q, 1500, 30)
+                .reason,
+            Reason::TokenMissing
+        );
     }
 }

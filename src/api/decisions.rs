@@ -47,11 +47,16 @@ pub(super) async fn enforce(
     let mut p = Problems::new();
     let mut required = |v: &Option<String>, field: &str, hint: &str| -> String {
         match v.as_deref() {
-            Some(s) if !s.is_empty() && s.len() <= MAX_FIELD && !s.chars().any(char::is_control) => {
+            Some(s)
+                if !s.is_empty() && s.len() <= MAX_FIELD && !s.chars().any(char::is_control) =>
+            {
                 s.to_string()
             }
             Some(_) => {
-                p.push(field, format!("must be 1–{MAX_FIELD} bytes without control characters"));
+                p.push(
+                    field,
+                    format!("must be 1–{MAX_FIELD} bytes without control characters"),
+                );
                 String::new()
             }
             None => {
@@ -60,7 +65,11 @@ pub(super) async fn enforce(
             }
         }
     };
-    let action = required(&input.action, "action", "the action the agent wants, e.g. \"read\"");
+    let action = required(
+        &input.action,
+        "action",
+        "the action the agent wants, e.g. \"read\"",
+    );
     let resource = required(
         &input.resource_id,
         "resourceId",
@@ -68,7 +77,10 @@ pub(super) async fn enforce(
     );
     let request_id = match input.request_id {
         Some(r) if r.is_empty() || r.len() > 128 || r.chars().any(char::is_control) => {
-            p.push("requestId", "must be 1–128 bytes without control characters");
+            p.push(
+                "requestId",
+                "must be 1–128 bytes without control characters",
+            );
             String::new()
         }
         Some(r) => r,
@@ -94,7 +106,12 @@ pub(super) async fn enforce(
     let mut outcome = match input.tenant_id.as_deref() {
         Some(t) if t != caller.tenant => {
             let mut o = gw
-                .authorize(Source::Enforce, input.capability_token.as_deref(), Some(&caller.tenant), &query)
+                .authorize(
+                    Source::Enforce,
+                    input.capability_token.as_deref(),
+                    Some(&caller.tenant),
+                    &query,
+                )
                 .await;
             if o.is_allowed() || !o.reason.is_token_problem() {
                 o.reason = Reason::TenantMismatch;
@@ -105,8 +122,13 @@ pub(super) async fn enforce(
             o
         }
         _ => {
-            gw.authorize(Source::Enforce, input.capability_token.as_deref(), Some(&caller.tenant), &query)
-                .await
+            gw.authorize(
+                Source::Enforce,
+                input.capability_token.as_deref(),
+                Some(&caller.tenant),
+                &query,
+            )
+            .await
         }
     };
     let (time, time_ms) = now_stamp();
@@ -123,7 +145,12 @@ pub(super) async fn enforce(
         token_id: outcome.token_id.clone(),
         action,
         resource,
-        decision: if outcome.is_allowed() { "allowed" } else { "denied" }.into(),
+        decision: if outcome.is_allowed() {
+            "allowed"
+        } else {
+            "denied"
+        }
+        .into(),
         reason: outcome.reason.as_str().into(),
         policy_id: outcome.policy_id.clone(),
         message: outcome.message.clone(),
@@ -226,4 +253,3 @@ fn parse_time(s: &str) -> Option<i64> {
         .ok()
         .map(|d| d.as_millis() as i64)
 }
-

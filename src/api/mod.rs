@@ -127,8 +127,12 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "ApiKey header=\"X-Api-Key\"".parse().expect("static header"));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "ApiKey header=\"X-Api-Key\""
+                    .parse()
+                    .expect("static header"),
+            );
         }
         resp
     }
@@ -242,7 +246,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/enforce", post(decisions::enforce))
         .route("/v1/audit", get(decisions::audit))
         .fallback(fallback)
-        .layer(middleware::from_fn_with_state(Arc::clone(&gw), authenticate))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&gw),
+            authenticate,
+        ))
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), count))
         .with_state(gw)
 }

@@ -49,7 +49,10 @@ pub(super) async fn create_agent(
     let mut p = Problems::new();
     let name = match input.name.as_deref().map(str::trim) {
         None => {
-            p.push("name", "required: name the agent, e.g. \"Customer Support Assistant\"");
+            p.push(
+                "name",
+                "required: name the agent, e.g. \"Customer Support Assistant\"",
+            );
             String::new()
         }
         Some("") => {
@@ -70,12 +73,18 @@ pub(super) async fn create_agent(
         p.push("metadata", format!("more than {MAX_METADATA_KEYS} keys"));
     }
     if Value::Object(metadata.clone()).to_string().len() > MAX_METADATA_BYTES {
-        p.push("metadata", format!("larger than {MAX_METADATA_BYTES} bytes"));
+        p.push(
+            "metadata",
+            format!("larger than {MAX_METADATA_BYTES} bytes"),
+        );
     }
     if let Some(id) = &input.id
         && !is_identifier(id, "agent_")
     {
-        p.push("id", "must be `agent_` followed by letters, digits, `_` or `-`");
+        p.push(
+            "id",
+            "must be `agent_` followed by letters, digits, `_` or `-`",
+        );
     }
     if !p.is_empty() {
         return Err(ApiError::Invalid(p));
@@ -104,7 +113,10 @@ pub(super) async fn create_agent(
 }
 
 async fn refresh(gw: &Gateway, what: Refresh) -> Result<(), ApiError> {
-    gw.refresh(what).await.map(|_| ()).map_err(ApiError::Internal)
+    gw.refresh(what)
+        .await
+        .map(|_| ())
+        .map_err(ApiError::Internal)
 }
 
 pub(super) async fn list_agents(
@@ -214,8 +226,9 @@ pub(super) async fn create_policy(
 }
 
 fn view_stored(sp: StoredPolicy) -> Result<PolicyView, ApiError> {
-    let policy = validate_api_policy(&sp.input, &sp.tenant, sp.id())
-        .map_err(|_| ApiError::Internal(format!("stored policy {} no longer validates", sp.id())))?;
+    let policy = validate_api_policy(&sp.input, &sp.tenant, sp.id()).map_err(|_| {
+        ApiError::Internal(format!("stored policy {} no longer validates", sp.id()))
+    })?;
     Ok(PolicyView {
         policy,
         created_at: Some(sp.created_at),
@@ -270,7 +283,10 @@ pub(super) async fn update_policy(
     if let Some(given) = &input.id
         && *given != id
     {
-        return Err(invalid("id", format!("the body's id {given} differs from the URL's {id}; ids cannot change")));
+        return Err(invalid(
+            "id",
+            format!("the body's id {given} differs from the URL's {id}; ids cannot change"),
+        ));
     }
     let policy = validate_api_policy(&input, &caller.tenant, &id)?;
     check_config_clash(&gw, &caller.tenant, &id, &policy.name)?;
@@ -374,7 +390,10 @@ pub(super) async fn issue_token(
                 .iter()
                 .any(|pol| pol.id == *id && pol.tenant == caller.tenant);
             if !known {
-                p.push(format!("policyIds[{i}]"), format!("no policy {id} in this tenant"));
+                p.push(
+                    format!("policyIds[{i}]"),
+                    format!("no policy {id} in this tenant"),
+                );
             }
         }
         if ids.len() > 100 {
@@ -390,12 +409,20 @@ pub(super) async fn issue_token(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("agent {agent_id}")))?;
     if agent.status != AgentStatus::Active {
-        return Err(ApiError::Conflict(format!("agent {agent_id} is revoked; it gets no tokens")));
+        return Err(ApiError::Conflict(format!(
+            "agent {agent_id} is revoked; it gets no tokens"
+        )));
     }
     let now = now_unix();
     let (token, claims) = gw
         .tokens
-        .issue(&agent_id, &caller.tenant, Duration::from_secs(ttl), input.policy_ids, now)
+        .issue(
+            &agent_id,
+            &caller.tenant,
+            Duration::from_secs(ttl),
+            input.policy_ids,
+            now,
+        )
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     gw.store
         .insert_token(&TokenRecord {

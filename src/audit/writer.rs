@@ -59,7 +59,9 @@ async fn run(
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match result {
             Ok(()) => {
-                stats.written.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                stats
+                    .written
+                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
                 for job in jobs.drain(..) {
                     if let Some(done) = job.done {
                         let _ = done.send(Ok(job.event.seq));
@@ -68,7 +70,9 @@ async fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, events = jobs.len(), "audit commit failed; the requests waiting on it are denied");
-                stats.failures.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                stats
+                    .failures
+                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
                 // The sequence numbers are not reused: a gap is visible, never a silent loss.
                 for job in jobs.drain(..) {
                     if let Some(done) = job.done {

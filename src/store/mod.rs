@@ -164,7 +164,12 @@ pub trait Store: Send + Sync + 'static {
     /// Records an issued token.
     async fn insert_token(&self, token: &TokenRecord) -> StoreResult<()>;
     /// Revokes a token of a tenant; `None` when it does not exist there.
-    async fn revoke_token(&self, tenant: &str, id: &str, at: i64) -> StoreResult<Option<TokenRecord>>;
+    async fn revoke_token(
+        &self,
+        tenant: &str,
+        id: &str,
+        at: i64,
+    ) -> StoreResult<Option<TokenRecord>>;
     /// Ids of revoked tokens that have not expired by `now` (older ones cannot verify anyway).
     async fn revoked_token_ids(&self, now: i64) -> StoreResult<Vec<String>>;
 

@@ -107,9 +107,12 @@ impl SqliteStore {
     fn init(mut conn: Connection) -> StoreResult<SqliteStore> {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(backend)?;
@@ -239,7 +242,9 @@ impl Store for SqliteStore {
         let a = agent.clone();
         self.with(move |c| {
             c.execute(
-                &format!("INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                &format!(
+                    "INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
                 params![
                     a.id,
                     a.tenant,
@@ -402,7 +407,9 @@ impl Store for SqliteStore {
         let rows = self
             .with(|c| {
                 let mut st = c
-                    .prepare("SELECT tenant, body, created_at, updated_at FROM policies ORDER BY seq")
+                    .prepare(
+                        "SELECT tenant, body, created_at, updated_at FROM policies ORDER BY seq",
+                    )
                     .map_err(backend)?;
                 let rows = st.query_map([], policy_row).map_err(backend)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(backend)
@@ -428,7 +435,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn revoke_token(&self, tenant: &str, id: &str, at: i64) -> StoreResult<Option<TokenRecord>> {
+    async fn revoke_token(
+        &self,
+        tenant: &str,
+        id: &str,
+        at: i64,
+    ) -> StoreResult<Option<TokenRecord>> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         self.with(move |c| {
             c.execute(
@@ -503,8 +515,12 @@ impl Store for SqliteStore {
     }
 
     async fn clear_audit(&self) -> StoreResult<()> {
-        self.with(|c| c.execute("DELETE FROM audit", []).map(|_| ()).map_err(backend))
-            .await
+        self.with(|c| {
+            c.execute("DELETE FROM audit", [])
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn audit(&self, tenant: &str, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
@@ -555,10 +571,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.with(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(backend)
-        })
-        .await
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
     }
 }

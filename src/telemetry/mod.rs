@@ -82,13 +82,20 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
-                .expect("metric definition");
-            registry.register(Box::new(h.clone())).expect("unique metric");
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )
+            .expect("metric definition");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
             h
         };
         let decisions = counter(
@@ -136,7 +143,9 @@ impl Metrics {
             &["listener"],
         )
         .expect("metric definition");
-        registry.register(Box::new(in_flight.clone())).expect("unique metric");
+        registry
+            .register(Box::new(in_flight.clone()))
+            .expect("unique metric");
         let audit_commit_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "actgate_audit_commit_duration_seconds",
@@ -158,7 +167,9 @@ impl Metrics {
             &["version"],
         )
         .expect("metric definition");
-        registry.register(Box::new(build_info.clone())).expect("unique metric");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique metric");
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -175,12 +186,16 @@ impl Metrics {
         );
         let plain_counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("metric definition");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("metric definition");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let token_cache_evictions = plain_counter(
@@ -208,7 +223,11 @@ impl Metrics {
         }
 
         for reason in Reason::ALL {
-            let decision = if reason == Reason::Allowed { "allowed" } else { "denied" };
+            let decision = if reason == Reason::Allowed {
+                "allowed"
+            } else {
+                "denied"
+            };
             for source in ["proxy", "enforce"] {
                 decisions.with_label_values(&[decision, reason.as_str(), source]);
             }
@@ -265,7 +284,10 @@ impl Metrics {
             &self.token_cache_lookups.with_label_values(&["miss"]),
             cache.misses.load(Ordering::Relaxed),
         );
-        advance(&self.token_cache_evictions, cache.evictions.load(Ordering::Relaxed));
+        advance(
+            &self.token_cache_evictions,
+            cache.evictions.load(Ordering::Relaxed),
+        );
         self.token_cache_entries.set(gw.tokens.cache.len() as i64);
         let audit = &gw.audit.stats;
         advance(&self.audit_written, audit.written.load(Ordering::Relaxed));
@@ -317,9 +339,14 @@ pub fn init_tracing(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }

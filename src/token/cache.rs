@@ -37,7 +37,10 @@ impl TokenCache {
     /// A cache of at most `capacity` tokens; 0 disables caching.
     pub fn new(capacity: usize) -> TokenCache {
         TokenCache {
-            map: DashMap::with_capacity_and_hasher(capacity.min(1 << 16), ahash::RandomState::new()),
+            map: DashMap::with_capacity_and_hasher(
+                capacity.min(1 << 16),
+                ahash::RandomState::new(),
+            ),
             capacity,
             stats: CacheStats::default(),
         }

@@ -142,9 +142,8 @@ impl KeySet {
                 kid,
             });
         }
-        let secret = read_hex(&secret_path, 64).and_then(|b| {
-            AsymmetricSecretKey::<V4>::from(&b).map_err(|_| corrupt(&secret_path))
-        })?;
+        let secret = read_hex(&secret_path, 64)
+            .and_then(|b| AsymmetricSecretKey::<V4>::from(&b).map_err(|_| corrupt(&secret_path)))?;
         let public = AsymmetricPublicKey::<V4>::from(&secret.as_bytes()[32..])
             .map_err(|_| corrupt(&secret_path))?;
         if key_id(&public) != kid {
@@ -254,7 +253,10 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
 
         let again = KeySet::load_or_create(&dir).unwrap();
         assert_eq!(again.signing.as_ref().unwrap().kid, kid1);
@@ -273,8 +275,14 @@ mod tests {
         let set = KeySet::load_or_create(&dir).unwrap();
         let kid = set.signing.unwrap().kid;
         fs::write(dir.join(format!("{kid}.key")), "zz").unwrap();
-        assert!(matches!(KeySet::load_or_create(&dir), Err(KeyError::Corrupt { .. })));
+        assert!(matches!(
+            KeySet::load_or_create(&dir),
+            Err(KeyError::Corrupt { .. })
+        ));
         fs::remove_file(dir.join(format!("{kid}.key"))).unwrap();
-        assert!(matches!(KeySet::load(&dir), Err(KeyError::MissingActive { .. })));
+        assert!(matches!(
+            KeySet::load(&dir),
+            Err(KeyError::MissingActive { .. })
+        ));
     }
 }

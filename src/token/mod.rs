@@ -110,7 +110,12 @@ pub struct Tokens {
 
 impl Tokens {
     /// A token service over `keys`.
-    pub fn new(keys: KeySet, cache_capacity: usize, clock_skew: Duration, max_concurrent: usize) -> Tokens {
+    pub fn new(
+        keys: KeySet,
+        cache_capacity: usize,
+        clock_skew: Duration,
+        max_concurrent: usize,
+    ) -> Tokens {
         Tokens {
             keys: ArcSwap::from_pointee(keys),
             cache: TokenCache::new(cache_capacity),
@@ -179,14 +184,16 @@ impl Tokens {
         if token.len() > MAX_TOKEN_LEN || !token.starts_with(PublicToken::HEADER) {
             return Err(Reason::TokenInvalid);
         }
-        let untrusted =
-            UntrustedToken::<pasetors::Public, V4>::try_from(token).map_err(|_| Reason::TokenInvalid)?;
-        let footer: Footer =
-            serde_json::from_slice(untrusted.untrusted_footer()).map_err(|_| Reason::TokenInvalid)?;
+        let untrusted = UntrustedToken::<pasetors::Public, V4>::try_from(token)
+            .map_err(|_| Reason::TokenInvalid)?;
+        let footer: Footer = serde_json::from_slice(untrusted.untrusted_footer())
+            .map_err(|_| Reason::TokenInvalid)?;
         let keys = self.keys.load();
-        let public = keys.verifying_key(&footer.kid).ok_or(Reason::TokenInvalid)?;
-        let trusted =
-            PublicToken::verify(public, &untrusted, None, None).map_err(|_| Reason::TokenInvalid)?;
+        let public = keys
+            .verifying_key(&footer.kid)
+            .ok_or(Reason::TokenInvalid)?;
+        let trusted = PublicToken::verify(public, &untrusted, None, None)
+            .map_err(|_| Reason::TokenInvalid)?;
         let wire: WireClaims =
             serde_json::from_str(trusted.payload()).map_err(|_| Reason::TokenInvalid)?;
         let time = |s: &str| parse_time(s).ok_or(Reason::TokenInvalid);
@@ -249,7 +256,13 @@ mod tests {
     fn issued_tokens_verify_and_carry_their_claims() {
         let t = tokens();
         let (token, claims) = t
-            .issue("agent_1", "t", Duration::from_secs(60), Some(vec!["pol_a".into()]), 1000)
+            .issue(
+                "agent_1",
+                "t",
+                Duration::from_secs(60),
+                Some(vec!["pol_a".into()]),
+                1000,
+            )
             .unwrap();
         assert!(token.starts_with("v4.public."));
         let back = t.verify_uncached(&token).unwrap();
@@ -260,7 +273,9 @@ mod tests {
     #[test]
     fn tampered_foreign_and_malformed_tokens_are_invalid() {
         let t = tokens();
-        let (token, _) = t.issue("agent_1", "t", Duration::from_secs(60), None, 1000).unwrap();
+        let (token, _) = t
+            .issue("agent_1", "t", Duration::from_secs(60), None, 1000)
+            .unwrap();
         // Flip one character of the payload.
         let mut bytes = token.clone().into_bytes();
         bytes[20] = if bytes[20] == b'A' { b'B' } else { b'A' };
@@ -268,7 +283,9 @@ mod tests {
         assert_eq!(t.verify_uncached(&tampered), Err(Reason::TokenInvalid));
         // Signed by another gateway's key.
         let other = tokens();
-        let (foreign, _) = other.issue("agent_1", "t", Duration::from_secs(60), None, 1000).unwrap();
+        let (foreign, _) = other
+            .issue("agent_1", "t", Duration::from_secs(60), None, 1000)
+            .unwrap();
         assert_eq!(t.verify_uncached(&foreign), Err(Reason::TokenInvalid));
         // Same payload and signature, footer pointing at our kid: the signature covers the
         // footer, so this fails too.
@@ -287,7 +304,11 @@ mod tests {
             "v4.public.!!!",
             &format!("v4.public.{}", "A".repeat(MAX_TOKEN_LEN)),
         ] {
-            assert_eq!(t.verify_uncached(bad), Err(Reason::TokenInvalid), "{bad:.40}");
+            assert_eq!(
+                t.verify_uncached(bad),
+                Err(Reason::TokenInvalid),
+                "{bad:.40}"
+            );
         }
     }
 
@@ -296,22 +317,38 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
         let t = Tokens::new(KeySet::load_or_create(&dir).unwrap(), 10, Duration::ZERO, 1);
-        let (old, _) = t.issue("a", "t", Duration::from_secs(60), None, now_unix()).unwrap();
+        let (old, _) = t
+            .issue("a", "t", Duration::from_secs(60), None, now_unix())
+            .unwrap();
         KeySet::rotate(&dir).unwrap();
         t.set_keys(KeySet::load(&dir).unwrap());
-        let (new, _) = t.issue("a", "t", Duration::from_secs(60), None, now_unix()).unwrap();
+        let (new, _) = t
+            .issue("a", "t", Duration::from_secs(60), None, now_unix())
+            .unwrap();
         assert!(t.verify_uncached(&old).is_ok());
         assert!(t.verify_uncached(&new).is_ok());
-        assert_ne!(old.rsplit('.').next(), new.rsplit('.').next(), "different kid footers");
+        assert_ne!(
+            old.rsplit('.').next(),
+            new.rsplit('.').next(),
+            "different kid footers"
+        );
     }
 
     #[test]
     fn the_cache_serves_repeat_tokens() {
         let t = tokens();
-        let (token, _) = t.issue("a", "t", Duration::from_secs(600), None, now_unix()).unwrap();
+        let (token, _) = t
+            .issue("a", "t", Duration::from_secs(600), None, now_unix())
+            .unwrap();
         t.authenticate_blocking(&token).unwrap();
         t.authenticate_blocking(&token).unwrap();
-        assert_eq!(t.cache.stats.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            t.cache
+                .stats
+                .hits
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         assert_eq!(t.cache.len(), 1);
     }
 }

@@ -1,4 +1,5 @@
 //! Helpers to build policy sets from JSON in tests.
+#![allow(dead_code)]
 
 use actgate::error::Problems;
 use actgate::policy::{Policy, PolicyInput, PolicySet, PolicySource, validate_policy};

@@ -1,0 +1,100 @@
+//! Token verification: a cache hit, a cache miss (signature verification and claims parsing
+//! through pasetors, plus the cache insert), and — measured in the same run — one bare
+//! Ed25519 verification of a message of the same length, the floor a miss cannot beat.
+//!
+//! ```text
+//! cargo bench --bench tokens
+//! ```
+//! Targets (DESIGN.md §6): hit ≤ 150 ns; miss ≤ 1.5× the bare verification.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use actgate::token::{KeySet, Tokens, now_unix};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn setup() -> (Tokens, String) {
+    let tokens = Tokens::new(KeySet::ephemeral(), 100_000, Duration::from_secs(30), 64);
+    let (token, _) = tokens
+        .issue(
+            "agent_57d2845e984cb6bf1229b64f3b1172f7",
+            "default-tenant",
+            Duration::from_secs(3600),
+            None,
+            now_unix(),
+        )
+        .unwrap();
+    (tokens, token)
+}
+
+fn bare() -> (
+    ed25519_compact::PublicKey,
+    Vec<u8>,
+    ed25519_compact::Signature,
+) {
+    let kp = ed25519_compact::KeyPair::generate();
+    // PASETO signs PAE(header, payload, footer, implicit): about the token's length.
+    let msg = vec![0x5a_u8; 260];
+    let sig = kp.sk.sign(&msg, None);
+    (kp.pk, msg, sig)
+}
+
+fn bench(c: &mut Criterion) {
+    let (tokens, token) = setup();
+    tokens.authenticate_blocking(&token).unwrap();
+    let mut g = c.benchmark_group("token");
+    g.bench_function("cache_hit", |b| {
+        b.iter(|| tokens.authenticate_blocking(black_box(&token)).unwrap())
+    });
+    let uncached = Tokens::new(KeySet::ephemeral(), 0, Duration::from_secs(30), 64);
+    let (fresh, _) = uncached
+        .issue(
+            "agent_57d2845e984cb6bf1229b64f3b1172f7",
+            "default-tenant",
+            Duration::from_secs(3600),
+            None,
+            now_unix(),
+        )
+        .unwrap();
+    g.bench_function("cache_miss", |b| {
+        b.iter(|| uncached.authenticate_blocking(black_box(&fresh)).unwrap())
+    });
+    let (pk, msg, sig) = bare();
+    g.bench_function("bare_ed25519_verify", |b| {
+        b.iter(|| pk.verify(black_box(&msg), &sig).unwrap())
+    });
+    g.finish();
+
+    // One-run summary with ratios.
+    let time = |n: u32, f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed().as_nanos() as f64 / n as f64
+    };
+    let hit = time(2_000_000, &mut || {
+        black_box(tokens.authenticate_blocking(black_box(&token)).unwrap());
+    });
+    let miss = time(20_000, &mut || {
+        black_box(uncached.authenticate_blocking(black_box(&fresh)).unwrap());
+    });
+    let floor = time(20_000, &mut || pk.verify(black_box(&msg), &sig).unwrap());
+    println!();
+    println!("| path | ns | target |");
+    println!("|---|---:|---|");
+    println!("| cache hit | {hit:.0} | ≤ 150 ns |");
+    println!(
+        "| cache miss (verify + parse) | {miss:.0} | ≤ 1.5× bare = {:.0} ns |",
+        floor * 1.5
+    );
+    println!("| bare Ed25519 verify | {floor:.0} | |");
+    println!("| miss / bare | {:.2}× | ≤ 1.5× |", miss / floor);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);
