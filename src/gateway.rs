@@ -292,6 +292,8 @@ pub struct Outcome {
     pub agent_id: Option<String>,
     /// The token's id, when it verified.
     pub token_id: Option<String>,
+    /// The token's tenant, when it verified.
+    pub tenant_id: Option<String>,
     /// Snapshot that decided.
     pub snapshot_version: u64,
 }
@@ -349,6 +351,7 @@ impl Gateway {
             constraints: decision.policy.map(|p| p.constraints.clone()),
             agent_id: claims.as_ref().map(|c| c.agent.clone()),
             token_id: claims.as_ref().map(|c| c.jti.clone()),
+            tenant_id: claims.as_ref().map(|c| c.tenant.clone()),
             snapshot_version: snapshot.version,
         }
     }

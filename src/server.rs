@@ -17,6 +17,8 @@ use crate::gateway::{Background, Gateway, StartError};
 
 /// A running gateway.
 pub struct Running {
+    /// Bound address of the proxy.
+    pub proxy: SocketAddr,
     /// Bound address of the REST API.
     pub api: SocketAddr,
     /// Bound address of the admin listener.
@@ -37,6 +39,7 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
 
 /// Starts every listener.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    let proxy_listener = bind(config.listen.proxy, "listen.proxy").await?;
     let api_listener = bind(config.listen.api, "listen.api").await?;
     let admin_listener = bind(config.listen.admin, "listen.admin").await?;
     let drain = config.limits.drain_timeout;
@@ -45,6 +48,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|e| StartError::DataDir(e.to_string()))?;
     let admin = admin_listener
+        .local_addr()
+        .map_err(|e| StartError::DataDir(e.to_string()))?;
+    let proxy = proxy_listener
         .local_addr()
         .map_err(|e| StartError::DataDir(e.to_string()))?;
     let (stop, _) = watch::channel(false);
@@ -75,8 +81,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         });
     }
     servers.spawn(watch_keys(Arc::clone(&gateway), stop.subscribe()));
-    tracing::info!(%api, %admin, "actgate listening");
+    servers.spawn(
+        crate::proxy::Proxy::new(Arc::clone(&gateway)).serve(proxy_listener, stop.subscribe()),
+    );
+    tracing::info!(%proxy, %api, %admin, "actgate listening");
     Ok(Running {
+        proxy,
         api,
         admin,
         gateway,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, Caller, StrictJson};
-use crate::audit::{AuditEvent, AuditFilter, Source, now_stamp};
+use crate::audit::{AuditEvent, AuditFilter, EventKind, Source, now_stamp};
 use crate::error::Problems;
 use crate::gateway::Gateway;
 use crate::ids::new_id;
@@ -135,7 +135,9 @@ pub(super) async fn enforce(
     let audit_id = new_id("aud_");
     let event = AuditEvent {
         seq: 0,
+        kind: EventKind::Decision,
         id: audit_id.clone(),
+        decision_id: None,
         time,
         time_ms,
         tenant_id: caller.tenant.clone(),

@@ -38,15 +38,33 @@ impl Source {
     }
 }
 
-/// One audited decision.
+/// What an audit record records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A decision (recorded before anything is forwarded).
+    #[default]
+    Decision,
+    /// What became of a forwarded request: upstream status and latency. Refers to its
+    /// decision by `decisionId`.
+    Outcome,
+}
+
+/// One audited decision, or the outcome of a forwarded one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
     /// Position in the log, assigned by the writer (0 until then).
     #[serde(default)]
     pub seq: u64,
+    /// Decision or outcome.
+    #[serde(default)]
+    pub kind: EventKind,
     /// `aud_…`.
     pub id: String,
+    /// For an outcome: the id of its decision record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
     /// RFC 3339 with milliseconds.
     pub time: String,
     /// The same instant, Unix milliseconds.

@@ -1,5 +1,591 @@
-//! The data plane: the enforcing reverse proxy.
+//! The data plane: the enforcing reverse proxy on `listen.proxy`.
 //!
-//! `route` is the pure route table (built from the config, matched per request).
+//! A request goes through named stages, each of which may refuse it; nothing reaches the
+//! upstream unless every stage passed (or the route is in `monitor` mode and only the decision
+//! said no):
+//!
+//! 1. **target** — one canonical reading of the path and query ([`canonical`]); absolute-form
+//!    targets must agree with `Host`;
+//! 2. **route** — method + decoded path → route ([`route`]); no route, 404;
+//! 3. **extract** — the token (exactly one), the row count, the JSON recipients ([`extract`]);
+//! 4. **decide** — the same [`Gateway::authorize`] as `/v1/enforce`;
+//! 5. **audit** — the decision record, committed first in `strict` mode; if it cannot be
+//!    recorded the request is refused (503, fail closed);
+//! 6. **forward** — headers rewritten ([`forward`]), the evaluated path forwarded byte for
+//!    byte, bodies streamed both ways, 502/504 on upstream failure; an outcome record follows.
+//!
+//! [`Proxy::handle`] wraps the stages and cannot fail; a [`RequestLog`] emits metrics and the
+//! access log line exactly once, on drop, so early returns and cancelled requests are counted.
 
+pub mod canonical;
+pub mod error;
+pub mod extract;
+pub mod forward;
 pub mod route;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::audit::{AuditEvent, EventKind, Source, now_stamp};
+use crate::gateway::{Gateway, Outcome};
+use crate::ids::new_id;
+use crate::policy::{Facts, Query};
+use crate::telemetry::status_class;
+use error::ProxyError;
+use extract::TokenHeader;
+use forward::{UpstreamClient, Vouch};
+use route::Mode;
+
+/// A boxed error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Request and response bodies as the proxy handles them.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// An upstream, resolved for forwarding.
+struct Target {
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+    timeout: Duration,
+}
+
+/// The proxy: routes come from the gateway's snapshot, decisions from the gateway.
+pub struct Proxy {
+    gw: Arc<Gateway>,
+    client: UpstreamClient,
+    upstreams: HashMap<String, Target>,
+}
+
+impl Proxy {
+    /// A proxy over `gw`'s upstreams and limits.
+    pub fn new(gw: Arc<Gateway>) -> Arc<Proxy> {
+        let limits = &gw.config.limits;
+        let client = forward::client(limits.idle_timeout, limits.max_header_bytes);
+        let upstreams = gw
+            .config
+            .upstreams
+            .values()
+            .filter_map(|u| {
+                let authority = u.url.authority()?.clone();
+                Some((
+                    u.name.clone(),
+                    Target {
+                        scheme: u.url.scheme()?.clone(),
+                        host: HeaderValue::from_str(authority.as_str()).ok()?,
+                        authority,
+                        timeout: u.timeout,
+                    },
+                ))
+            })
+            .collect();
+        Arc::new(Proxy {
+            gw,
+            client,
+            upstreams,
+        })
+    }
+
+    /// Accepts connections until `stop` turns true, then drains in-flight requests for at
+    /// most `limits.drainTimeout`.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        let limits = self.gw.config.limits.clone();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_headers(limits.max_headers)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(100)
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(1024)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let graceful = GracefulShutdown::new();
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let rejected = self
+            .gw
+            .metrics
+            .connections_rejected
+            .with_label_values(&["proxy"]);
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            };
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                rejected.inc();
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = Arc::clone(&self);
+            let service = service_fn(move |req| {
+                let proxy = Arc::clone(&proxy);
+                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            });
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(permit);
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(deadline = ?limits.drain_timeout, "proxy drain deadline passed; closing the remaining connections");
+        }
+    }
+
+    /// Handles one request; never fails.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let request_id = new_id("req_");
+        let mut log = RequestLog::new(&self.gw, &request_id, req.method().clone());
+        match self.stages(req, peer, &request_id, &mut log).await {
+            Ok(resp) => {
+                log.status = resp.status();
+                resp
+            }
+            Err(e) => {
+                log.status = e.status();
+                log.reason = e.reason();
+                e.into_response(&request_id)
+            }
+        }
+    }
+
+    async fn stages(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        request_id: &str,
+        log: &mut RequestLog<'_>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let started = log.started;
+        let (mut parts, body) = req.into_parts();
+        let method = parts.method.clone();
+        let limits = &self.gw.config.limits;
+
+        // 1. target
+        check_authority(&parts.uri, &parts.headers, parts.version)?;
+        let raw_path = parts.uri.path();
+        let path = canonical::canonical_path(raw_path)
+            .map_err(|e| ProxyError::bad_request(e.to_string()))?;
+        let query_str = parts.uri.query();
+        if let Some(q) = query_str {
+            canonical::check_query(q).map_err(|e| ProxyError::bad_request(e.to_string()))?;
+        }
+
+        // 2. route
+        let snapshot = self.gw.snapshot();
+        let m = snapshot
+            .routes
+            .find(&parts.method, &path)
+            .ok_or(ProxyError::NoRoute)?;
+        let route = m.route;
+        log.route = Some(route.name.clone());
+        if let Some(v) = m
+            .values
+            .iter()
+            .find(|v| v.contains(['*', '?', '[', ']', '{', '}']))
+        {
+            return Err(ProxyError::bad_request(format!(
+                "path parameter {v:?} contains a wildcard character; an upstream could read it as a pattern"
+            )));
+        }
+        let resource = route.resource.render(&m.values);
+
+        // 3. extract
+        let token = extract::token(&parts.headers)?;
+        let token_kind: Option<TokenHeader> = token.map(|t| t.1);
+        let rows = match &route.rows {
+            Some(name) => extract::rows(query_str, name)?,
+            None => None,
+        };
+        let declared_len = content_length(&parts.headers)?;
+        if declared_len.is_some_and(|n| n > limits.max_body_bytes as u64) {
+            return Err(ProxyError::TooLarge(limits.max_body_bytes));
+        }
+        let (body, recipients): (ProxyBody, Option<Vec<String>>) = if route.recipients.is_empty() {
+            (Limited::new(body, limits.max_body_bytes).boxed(), None)
+        } else {
+            if !is_json(&parts.headers) {
+                return Err(ProxyError::UnsupportedMediaType);
+            }
+            let bytes = Limited::new(body, limits.max_body_bytes)
+                .collect()
+                .await
+                .map_err(|e| body_error(&*e, limits.max_body_bytes))?
+                .to_bytes();
+            let json = crate::json::parse_strict(&bytes, limits.max_json_depth)
+                .map_err(|e| ProxyError::bad_request(format!("body is not valid JSON: {e}")))?;
+            let list = extract::recipients(&json, &route.recipients)?;
+            (
+                Full::new(bytes).map_err(|never| match never {}).boxed(),
+                Some(list),
+            )
+        };
+
+        // 4. decide
+        let query = Query {
+            action: &route.action,
+            resource: &resource,
+            facts: Facts {
+                rows,
+                recipients: recipients.as_deref(),
+                method: Some(parts.method.as_str()),
+            },
+        };
+        let outcome = self
+            .gw
+            .authorize(Source::Proxy, token.map(|t| t.0), None, &query)
+            .await;
+        log.reason = outcome.reason.as_str();
+        let enforced = route.mode == Mode::Enforce || outcome.is_allowed();
+
+        // 5. audit
+        let tenant = outcome
+            .tenant_id
+            .clone()
+            .unwrap_or_else(|| self.gw.config.tenant.clone());
+        let decision_id = new_id("aud_");
+        let event = self.event(
+            &decision_id,
+            &tenant,
+            request_id,
+            &outcome,
+            route,
+            &method,
+            &resource,
+            enforced,
+            started,
+        );
+        if let Err(e) = self.gw.audit.record(event).await {
+            tracing::error!(request_id, error = %e, "audit unavailable: request refused (fail closed)");
+            return Err(ProxyError::Unavailable(e.to_string()));
+        }
+        if !outcome.is_allowed() {
+            if enforced {
+                return Err(if outcome.reason.is_token_problem() {
+                    ProxyError::Unauthorized {
+                        reason: outcome.reason,
+                        message: outcome.message,
+                    }
+                } else {
+                    ProxyError::Forbidden {
+                        reason: outcome.reason,
+                        message: outcome.message,
+                        policy_id: outcome.policy_id,
+                    }
+                });
+            }
+            tracing::warn!(request_id, route = %route.name, reason = outcome.reason.as_str(), "monitor mode: would deny, forwarding");
+        }
+
+        // 6. forward
+        let target = self.upstreams.get(&route.upstream).ok_or_else(|| {
+            ProxyError::BadGateway(format!("upstream {} is not configured", route.upstream))
+        })?;
+        let mut path_and_query =
+            String::with_capacity(raw_path.len() + query_str.map_or(0, |q| q.len() + 1) + 16);
+        path_and_query.push_str(raw_path);
+        if let Some(q) = query_str {
+            path_and_query.push('?');
+            path_and_query.push_str(q);
+        }
+        // maxRows with no row count asked: ask for exactly the limit.
+        if let (None, Some(name), Some(limit)) = (
+            rows,
+            route.rows.as_deref(),
+            outcome.constraints.as_ref().and_then(|c| c.max_rows),
+        ) && outcome.is_allowed()
+        {
+            path_and_query.push(if query_str.is_some() { '&' } else { '?' });
+            path_and_query.push_str(name);
+            path_and_query.push('=');
+            path_and_query.push_str(&limit.to_string());
+        }
+        let uri = Uri::builder()
+            .scheme(target.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(
+                PathAndQuery::try_from(path_and_query)
+                    .map_err(|_| ProxyError::bad_request("request target"))?,
+            )
+            .build()
+            .map_err(|_| ProxyError::bad_request("request target"))?;
+        let client_host = parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let vouch = Vouch {
+            agent: outcome.agent_id.as_deref(),
+            tenant: outcome.tenant_id.as_deref(),
+            request_id,
+            peer,
+            upstream_host: &target.host,
+            client_host: client_host.as_ref(),
+        };
+        forward::rewrite_request(&mut parts.headers, token_kind, &vouch);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let upstream_req = Request::from_parts(parts, body);
+        let result = tokio::time::timeout(target.timeout, self.client.request(upstream_req)).await;
+        let metric = &self.gw.metrics.upstream;
+        let mut resp = match result {
+            Err(_) => {
+                metric
+                    .with_label_values(&[&route.upstream, "timeout"])
+                    .inc();
+                return Err(ProxyError::GatewayTimeout);
+            }
+            Ok(Err(e)) => {
+                if let Some(too_large) = find_length_limit(&e, limits.max_body_bytes) {
+                    return Err(too_large);
+                }
+                metric.with_label_values(&[&route.upstream, "error"]).inc();
+                tracing::warn!(request_id, upstream = %route.upstream, error = %e, "upstream request failed");
+                return Err(ProxyError::BadGateway(e.to_string()));
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status().as_u16();
+        metric
+            .with_label_values(&[&route.upstream, status_class(status)])
+            .inc();
+        forward::rewrite_response(resp.headers_mut(), request_id);
+
+        // The outcome record: not awaited, the response is already on its way.
+        let mut outcome_event = self.event(
+            &new_id("aud_"),
+            &tenant,
+            request_id,
+            &outcome,
+            route,
+            &method,
+            &resource,
+            enforced,
+            started,
+        );
+        outcome_event.kind = EventKind::Outcome;
+        outcome_event.decision_id = Some(decision_id);
+        outcome_event.upstream_status = Some(status);
+        let audit = self.gw.audit.clone();
+        tokio::spawn(async move {
+            let _ = audit.record(outcome_event).await;
+        });
+
+        Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        id: &str,
+        tenant: &str,
+        request_id: &str,
+        outcome: &Outcome,
+        route: &route::Route,
+        method: &Method,
+        resource: &str,
+        enforced: bool,
+        started: Instant,
+    ) -> AuditEvent {
+        let (time, time_ms) = now_stamp();
+        AuditEvent {
+            seq: 0,
+            kind: EventKind::Decision,
+            id: id.to_string(),
+            decision_id: None,
+            time,
+            time_ms,
+            tenant_id: tenant.to_string(),
+            source: Source::Proxy,
+            request_id: request_id.to_string(),
+            agent_id: outcome.agent_id.clone(),
+            token_id: outcome.token_id.clone(),
+            action: route.action.clone(),
+            resource: resource.to_string(),
+            decision: if outcome.is_allowed() {
+                "allowed"
+            } else {
+                "denied"
+            }
+            .into(),
+            reason: outcome.reason.as_str().into(),
+            policy_id: outcome.policy_id.clone(),
+            message: outcome.message.clone(),
+            enforced,
+            route: Some(route.name.clone()),
+            method: Some(method.as_str().to_string()),
+            upstream_status: None,
+            latency_us: Some(started.elapsed().as_micros() as u64),
+            snapshot_version: outcome.snapshot_version,
+        }
+    }
+}
+
+/// An absolute-form target (HTTP/1.1) must name the same authority as `Host`; HTTP/2 carries
+/// `:authority`, and a `Host` beside it must agree.
+fn check_authority(
+    uri: &Uri,
+    headers: &http::HeaderMap,
+    version: Version,
+) -> Result<(), ProxyError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(ProxyError::bad_request("Host appears more than once")),
+        (h, None) => h,
+    };
+    if let Some(authority) = uri.authority() {
+        match host {
+            Some(h)
+                if !h
+                    .as_bytes()
+                    .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+            {
+                return Err(ProxyError::bad_request(
+                    "the absolute-form target and the Host header disagree",
+                ));
+            }
+            None if version < Version::HTTP_2 => {
+                return Err(ProxyError::bad_request(
+                    "an absolute-form target needs a Host header",
+                ));
+            }
+            _ => {}
+        }
+    } else if version == Version::HTTP_11 && host.is_none() {
+        return Err(ProxyError::bad_request(
+            "HTTP/1.1 requests need a Host header",
+        ));
+    }
+    Ok(())
+}
+
+fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, ProxyError> {
+    let mut values = headers.get_all(CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| ProxyError::bad_request("Content-Length is not a number")),
+        (Some(_), Some(_)) => Err(ProxyError::bad_request(
+            "Content-Length appears more than once",
+        )),
+    }
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(CONTENT_TYPE).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().is_ok_and(|s| {
+            let mime = s.split(';').next().unwrap_or_default().trim();
+            mime.eq_ignore_ascii_case("application/json")
+        }),
+        _ => false,
+    }
+}
+
+fn body_error(e: &(dyn std::error::Error + 'static), limit: usize) -> ProxyError {
+    if e.downcast_ref::<LengthLimitError>().is_some() {
+        ProxyError::TooLarge(limit)
+    } else {
+        ProxyError::bad_request("the request body could not be read")
+    }
+}
+
+/// Whether a client error was caused by the request body crossing the limit mid-stream.
+fn find_length_limit(e: &(dyn std::error::Error + 'static), limit: usize) -> Option<ProxyError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<LengthLimitError>().is_some() {
+            return Some(ProxyError::TooLarge(limit));
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// One request's metrics and access-log line, emitted exactly once, on drop.
+pub struct RequestLog<'g> {
+    gw: &'g Gateway,
+    started: Instant,
+    request_id: String,
+    method: Method,
+    route: Option<String>,
+    status: StatusCode,
+    reason: &'static str,
+}
+
+impl<'g> RequestLog<'g> {
+    fn new(gw: &'g Gateway, request_id: &str, method: Method) -> Self {
+        gw.metrics.in_flight.with_label_values(&["proxy"]).inc();
+        RequestLog {
+            gw,
+            started: Instant::now(),
+            request_id: request_id.to_string(),
+            method,
+            route: None,
+            // A request dropped before it was answered (client went away) stays 499.
+            status: StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            reason: "cancelled",
+        }
+    }
+}
+
+impl Drop for RequestLog<'_> {
+    fn drop(&mut self) {
+        let m = &self.gw.metrics;
+        m.in_flight.with_label_values(&["proxy"]).dec();
+        let route = self.route.as_deref().unwrap_or("-");
+        let elapsed = self.started.elapsed();
+        m.proxy_seconds
+            .with_label_values(&[route, status_class(self.status.as_u16())])
+            .observe(elapsed.as_secs_f64());
+        if self.status.is_success() || self.status.is_redirection() {
+            tracing::debug!(request_id = %self.request_id, method = %self.method, route, status = self.status.as_u16(), reason = self.reason, latency_us = elapsed.as_micros() as u64, "proxied");
+        } else {
+            tracing::info!(request_id = %self.request_id, method = %self.method, route, status = self.status.as_u16(), reason = self.reason, latency_us = elapsed.as_micros() as u64, "refused or failed");
+        }
+    }
+}

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{
     Agent, AgentStatus, ApiKeyRecord, Store, StoreError, StoreResult, StoredPolicy, TokenRecord,
 };
-use crate::audit::{AuditEvent, AuditFilter};
+use crate::audit::{AuditEvent, AuditFilter, EventKind};
 
 /// Migrations, applied in order; `user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -57,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tokens_revoked ON tokens(expires_at) WHERE revoked_at IS NOT NULL;
     CREATE TABLE audit (
         seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
         tenant TEXT NOT NULL,
         time_ms INTEGER NOT NULL,
         agent_id TEXT,
@@ -66,6 +67,7 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX audit_tenant ON audit(tenant, seq);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     CREATE INDEX audit_agent ON audit(tenant, agent_id, seq);
     CREATE INDEX audit_resource ON audit(tenant, resource, seq);
     CREATE INDEX audit_time ON audit(tenant, time_ms);
@@ -478,23 +480,48 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
             {
-                let mut st = tx
+                let mut insert = tx
                     .prepare_cached(
-                        "INSERT OR REPLACE INTO audit (seq, tenant, time_ms, agent_id, action, resource, decision, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        "INSERT OR REPLACE INTO audit (seq, event_id, tenant, time_ms, agent_id, action, resource, decision, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )
+                    .map_err(backend)?;
+                // An outcome is folded into its decision's row: the index answers "what was
+                // decided, and what came of it" in one event.
+                let mut outcome = tx
+                    .prepare_cached(
+                        "UPDATE audit SET body = json_set(body, '$.upstreamStatus', ?1, '$.latencyUs', ?2) WHERE event_id = ?3",
                     )
                     .map_err(backend)?;
                 for e in &events {
-                    let body = serde_json::to_string(e).map_err(backend)?;
-                    st.execute(params![
-                        e.seq as i64,
-                        e.tenant_id,
-                        e.time_ms,
-                        e.agent_id,
-                        e.action,
-                        e.resource,
-                        e.decision,
-                        body
-                    ])
+                    match (e.kind, &e.decision_id) {
+                        (EventKind::Outcome, Some(decision)) => {
+                            outcome
+                                .execute(params![e.upstream_status, e.latency_us.map(|l| l as i64), decision])
+                                .map_err(backend)?;
+                        }
+                        _ => {
+                            let body = serde_json::to_string(e).map_err(backend)?;
+                            insert
+                                .execute(params![
+                                    e.seq as i64,
+                                    e.id,
+                                    e.tenant_id,
+                                    e.time_ms,
+                                    e.agent_id,
+                                    e.action,
+                                    e.resource,
+                                    e.decision,
+                                    body
+                                ])
+                                .map_err(backend)?;
+                        }
+                    }
+                }
+                if let Some(last) = events.iter().map(|e| e.seq).max() {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('audit_last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+                        params![last as i64],
+                    )
                     .map_err(backend)?;
                 }
             }
@@ -505,9 +532,11 @@ impl Store for SqliteStore {
 
     async fn last_audit_seq(&self) -> StoreResult<u64> {
         self.with(|c| {
-            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            c.query_row(
+                "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'audit_last_seq'), 0), COALESCE((SELECT MAX(seq) FROM audit), 0))",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(backend)
         })

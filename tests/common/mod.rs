@@ -4,6 +4,8 @@
 
 #[path = "policies.rs"]
 pub mod policies;
+#[path = "upstream.rs"]
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +47,8 @@ tokens: {{ defaultTtl: 1h, maxTtl: 24h, clockSkew: 5s, cacheCapacity: 1000 }}
 /// A running gateway and a client for it.
 pub struct TestGateway {
     pub running: Option<Running>,
+    /// `http://127.0.0.1:port` of the proxy.
+    pub proxy: String,
     pub dir: tempfile::TempDir,
     pub api: String,
     pub admin: String,
@@ -63,6 +67,7 @@ impl TestGateway {
             Config::parse(&yaml, "test").unwrap_or_else(|p| panic!("test config invalid:\n{p}"));
         let running = start(config).await.expect("gateway starts");
         TestGateway {
+            proxy: format!("http://{}", running.proxy),
             api: format!("http://{}", running.api),
             admin: format!("http://{}", running.admin),
             running: Some(running),
@@ -232,4 +237,25 @@ pub async fn split(r: Response) -> (StatusCode, Value) {
     let text = r.text().await.unwrap();
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)
+}
+
+/// Sends raw bytes to `addr` and returns everything it answers until it closes the connection
+/// (or 5 s pass). For requests no HTTP client library would send.
+pub async fn raw(addr: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = addr.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw answer (0 when there is none).
+pub fn raw_status(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

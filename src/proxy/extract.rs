@@ -1,0 +1,232 @@
+//! Reading what a decision needs from a request: the token, the row count, the recipients.
+//!
+//! Pure: no I/O. Each reader refuses what another parser could read differently: two tokens,
+//! a repeated or bracketed row parameter, a recipient field of an unexpected type.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+use serde_json::Value;
+
+use super::canonical::decode_query_component;
+use super::error::ProxyError;
+use crate::token::MAX_TOKEN_LEN;
+
+/// Where the token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenHeader {
+    /// `Authorization: Bearer …` (removed before forwarding).
+    Bearer,
+    /// `X-Act-Token: …` (removed before forwarding; a non-Bearer `Authorization` is passed on).
+    ActToken,
+}
+
+/// Header carrying the token when `Authorization` is the upstream's own.
+pub const ACT_TOKEN: &str = "x-act-token";
+
+/// The presented token: exactly one of `Authorization: Bearer` and `X-Act-Token`, once.
+pub fn token(headers: &HeaderMap) -> Result<Option<(&str, TokenHeader)>, ProxyError> {
+    let mut auth = headers.get_all(AUTHORIZATION).iter();
+    let bearer = match (auth.next(), auth.next()) {
+        (Some(_), Some(_)) => {
+            return Err(ProxyError::bad_request(
+                "Authorization appears more than once",
+            ));
+        }
+        (Some(v), None) => {
+            let v = v
+                .to_str()
+                .map_err(|_| ProxyError::bad_request("Authorization is not visible ASCII"))?;
+            match v.split_once(' ') {
+                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Some(rest.trim()),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let mut act = headers.get_all(ACT_TOKEN).iter();
+    let header = match (act.next(), act.next()) {
+        (Some(_), Some(_)) => {
+            return Err(ProxyError::bad_request(
+                "X-Act-Token appears more than once",
+            ));
+        }
+        (Some(v), None) => Some(
+            v.to_str()
+                .map_err(|_| ProxyError::bad_request("X-Act-Token is not visible ASCII"))?
+                .trim(),
+        ),
+        _ => None,
+    };
+    let found = match (bearer, header) {
+        (Some(_), Some(_)) => {
+            return Err(ProxyError::bad_request(
+                "send the token once: Authorization: Bearer or X-Act-Token, not both",
+            ));
+        }
+        (Some(t), None) => Some((t, TokenHeader::Bearer)),
+        (None, Some(t)) => Some((t, TokenHeader::ActToken)),
+        (None, None) => None,
+    };
+    match found {
+        Some((t, _)) if t.is_empty() || t.len() > MAX_TOKEN_LEN || t.contains(' ') => Err(
+            ProxyError::bad_request("the token header is empty, too long or contains spaces"),
+        ),
+        other => Ok(other),
+    }
+}
+
+/// The row count a request asks for through the query parameter `name`. Keys are compared
+/// after decoding and case-insensitively (`LIMIT`, `l%69mit` and `limit` are one parameter to
+/// some upstream); a repeated parameter, a bracketed one (`limit[]`), or a value that is not
+/// a plain non-negative integer is refused.
+pub fn rows(query: Option<&str>, name: &str) -> Result<Option<u64>, ProxyError> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    let mut found: Option<u64> = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode_query_component(k).map_err(|e| ProxyError::bad_request(e.to_string()))?;
+        let base = key.split('[').next().unwrap_or_default();
+        if !base.trim().eq_ignore_ascii_case(name) {
+            continue;
+        }
+        if key.len() != name.len() {
+            return Err(ProxyError::bad_request(format!(
+                "query parameter {key:?} is ambiguous; send `{name}` once as a plain number"
+            )));
+        }
+        if found.is_some() {
+            return Err(ProxyError::bad_request(format!(
+                "query parameter `{name}` appears more than once"
+            )));
+        }
+        let value =
+            decode_query_component(v).map_err(|e| ProxyError::bad_request(e.to_string()))?;
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) || value.len() > 18 {
+            return Err(ProxyError::bad_request(format!(
+                "query parameter `{name}` must be a non-negative whole number"
+            )));
+        }
+        found = Some(value.parse().map_err(|_| {
+            ProxyError::bad_request(format!("query parameter `{name}` is out of range"))
+        })?);
+    }
+    Ok(found)
+}
+
+/// Every recipient named at the JSON pointers: a string is one address, an array of strings
+/// is several; an absent or null field is none; any other type is refused.
+pub fn recipients(body: &Value, pointers: &[String]) -> Result<Vec<String>, ProxyError> {
+    let mut out = Vec::new();
+    for p in pointers {
+        match body.pointer(p) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => out.push(s.clone()),
+            Some(Value::Array(items)) => {
+                for item in items {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        _ => {
+                            return Err(ProxyError::bad_request(format!(
+                                "recipient field {p} must hold e-mail address strings"
+                            )));
+                        }
+                    }
+                }
+            }
+            Some(_) => {
+                return Err(ProxyError::bad_request(format!(
+                    "recipient field {p} must be an e-mail address or a list of them"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn one_token_exactly() {
+        assert_eq!(token(&headers(&[])).unwrap(), None);
+        assert_eq!(
+            token(&headers(&[("authorization", "Bearer abc")])).unwrap(),
+            Some(("abc", TokenHeader::Bearer))
+        );
+        assert_eq!(
+            token(&headers(&[("authorization", "bearer  abc ")])).unwrap(),
+            Some(("abc", TokenHeader::Bearer))
+        );
+        assert_eq!(
+            token(&headers(&[
+                ("x-act-token", "abc"),
+                ("authorization", "Basic xyz")
+            ]))
+            .unwrap(),
+            Some(("abc", TokenHeader::ActToken))
+        );
+        for bad in [
+            vec![("authorization", "Bearer a"), ("x-act-token", "b")],
+            vec![("authorization", "Bearer a"), ("authorization", "Bearer a")],
+            vec![("x-act-token", "a"), ("x-act-token", "a")],
+            vec![("authorization", "Bearer a b")],
+            vec![("x-act-token", "")],
+        ] {
+            assert!(token(&headers(&bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rows_are_read_strictly() {
+        assert_eq!(rows(None, "limit").unwrap(), None);
+        assert_eq!(rows(Some("x=1"), "limit").unwrap(), None);
+        assert_eq!(rows(Some("limit=50&x=1"), "limit").unwrap(), Some(50));
+        assert_eq!(rows(Some("l%69mit=7"), "limit").unwrap(), Some(7));
+        for bad in [
+            "limit=1&limit=2",
+            "limit=1&LIMIT=2",
+            "limit=-1",
+            "limit=1e3",
+            "limit=0x10",
+            "limit=",
+            "limit",
+            "limit= 5",
+            "limit=+5",
+            "limit=99999999999999999999",
+            "limit[]=5",
+            "limit[a]=5",
+            "limit=%zz",
+        ] {
+            assert!(rows(Some(bad), "limit").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn recipients_from_strings_and_arrays() {
+        let body = json!({"to": "a@x.com", "cc": ["b@x.com", "c@x.com"], "bcc": null});
+        let list = recipients(
+            &body,
+            &["/to".into(), "/cc".into(), "/bcc".into(), "/none".into()],
+        )
+        .unwrap();
+        assert_eq!(list, vec!["a@x.com", "b@x.com", "c@x.com"]);
+        assert!(recipients(&json!({"to": {"email": "a@x.com"}}), &["/to".into()]).is_err());
+        assert!(recipients(&json!({"to": ["a@x.com", 5]}), &["/to".into()]).is_err());
+        assert!(recipients(&json!({"to": 5}), &["/to".into()]).is_err());
+    }
+}

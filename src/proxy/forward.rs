@@ -1,0 +1,268 @@
+//! Forwarding: the header rewrite (what the upstream must not see, what actgate vouches for)
+//! and the pooled upstream client.
+//!
+//! Order matters and is fixed: hop-by-hop headers and every header named in `Connection` go
+//! first, then the token, method overrides, client-sent forwarding headers and every client
+//! `X-Act-*`; only then does actgate set its own `X-Act-*`, `X-Forwarded-For`, `Forwarded` and
+//! `Host`, so a client can neither strip nor spoof them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::ProxyBody;
+use super::extract::{ACT_TOKEN, TokenHeader};
+
+/// Set on the upstream request: the token's agent.
+pub const AGENT_ID: HeaderName = HeaderName::from_static("x-act-agent-id");
+/// Set on the upstream request: the token's tenant.
+pub const TENANT_ID: HeaderName = HeaderName::from_static("x-act-tenant-id");
+/// Set on the upstream request and the response: actgate's request id.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-act-request-id");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 and the de-facto ones).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// Headers that ask a server to use another method or path than the request line's. Never
+/// honoured, never forwarded.
+const OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-override-url",
+];
+
+/// Client-sent forwarding headers: not trusted, replaced.
+const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+];
+
+/// Removes hop-by-hop headers and the headers a `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// What the upstream is told about the request.
+pub struct Vouch<'a> {
+    /// The verified token's agent, if any.
+    pub agent: Option<&'a str>,
+    /// The verified token's tenant, if any.
+    pub tenant: Option<&'a str>,
+    /// actgate's request id.
+    pub request_id: &'a str,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The upstream's `host[:port]`.
+    pub upstream_host: &'a HeaderValue,
+    /// The Host the client asked for, for `Forwarded: host=`.
+    pub client_host: Option<&'a HeaderValue>,
+}
+
+/// Rewrites request headers for the upstream (see the module documentation for the order).
+pub fn rewrite_request(headers: &mut HeaderMap, token: Option<TokenHeader>, vouch: &Vouch<'_>) {
+    strip_hop_by_hop(headers);
+    headers.remove(ACT_TOKEN);
+    if token == Some(TokenHeader::Bearer) {
+        headers.remove(AUTHORIZATION);
+    }
+    for name in OVERRIDES.iter().chain(FORWARDING) {
+        headers.remove(*name);
+    }
+    let act: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-act-"))
+        .cloned()
+        .collect();
+    for name in act {
+        headers.remove(name);
+    }
+    // Framing is the body's: hyper sets Content-Length or chunking from what it forwards.
+    headers.remove(CONTENT_LENGTH);
+
+    headers.insert(HOST, vouch.upstream_host.clone());
+    if let Some(agent) = vouch.agent.and_then(|a| HeaderValue::from_str(a).ok()) {
+        headers.insert(AGENT_ID, agent);
+    }
+    if let Some(tenant) = vouch.tenant.and_then(|t| HeaderValue::from_str(t).ok()) {
+        headers.insert(TENANT_ID, tenant);
+    }
+    if let Ok(v) = HeaderValue::from_str(vouch.request_id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    let ip = vouch.peer.ip();
+    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+        headers.insert("x-forwarded-for", v);
+    }
+    let for_ = match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut forwarded = format!("for={for_};proto=http");
+    if let Some(host) = vouch.client_host.and_then(|h| h.to_str().ok())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(host);
+        forwarded.push('"');
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert("forwarded", v);
+    }
+}
+
+/// Rewrites response headers for the client: hop-by-hop out, request id in.
+pub fn rewrite_response(headers: &mut HeaderMap, request_id: &str) {
+    strip_hop_by_hop(headers);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID, v);
+    }
+}
+
+/// The pooled upstream client.
+pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
+
+/// Builds the client: keep-alive pool with an idle timeout (on a timer), no Nagle delay.
+pub fn client(idle_timeout: Duration, max_header_bytes: usize) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(idle_timeout)
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http1_max_buf_size(max_header_bytes.max(8192) + 64 * 1024)
+        .retry_canceled_requests(false)
+        .set_host(false)
+        .build(connector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_cannot_strip_or_spoof_what_actgate_sets() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, x-act-agent-id, x-keep-me"),
+            ("x-keep-me", "1"),
+            ("x-act-agent-id", "agent_spoofed"),
+            ("x-act-tenant-id", "other"),
+            ("x-act-whatever", "x"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-http-method-override", "DELETE"),
+            ("x-original-url", "/admin"),
+            ("authorization", "Bearer tok"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "5"),
+            ("te", "trailers"),
+            ("accept", "application/json"),
+            ("host", "attacker.example"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let upstream = HeaderValue::from_static("127.0.0.1:9001");
+        let client_host = HeaderValue::from_static("gw.local");
+        rewrite_request(
+            &mut h,
+            Some(TokenHeader::Bearer),
+            &Vouch {
+                agent: Some("agent_real"),
+                tenant: Some("t"),
+                request_id: "req_1",
+                peer: "192.0.2.7:5555".parse().unwrap(),
+                upstream_host: &upstream,
+                client_host: Some(&client_host),
+            },
+        );
+        assert_eq!(h["x-act-agent-id"], "agent_real");
+        assert_eq!(h["x-act-tenant-id"], "t");
+        assert_eq!(h["x-act-request-id"], "req_1");
+        assert!(h.get("x-act-whatever").is_none());
+        assert!(h.get("x-keep-me").is_none(), "named in Connection");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http;host=\"gw.local\"");
+        assert_eq!(h["host"], "127.0.0.1:9001");
+        for gone in [
+            "authorization",
+            "x-http-method-override",
+            "x-original-url",
+            "transfer-encoding",
+            "content-length",
+            "te",
+            "connection",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone}");
+        }
+        assert_eq!(h["accept"], "application/json");
+    }
+
+    #[test]
+    fn a_non_bearer_authorization_passes_when_the_token_came_in_x_act_token() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        h.insert(ACT_TOKEN, HeaderValue::from_static("tok"));
+        let upstream = HeaderValue::from_static("u");
+        rewrite_request(
+            &mut h,
+            Some(TokenHeader::ActToken),
+            &Vouch {
+                agent: None,
+                tenant: None,
+                request_id: "r",
+                peer: "[::1]:1".parse().unwrap(),
+                upstream_host: &upstream,
+                client_host: None,
+            },
+        );
+        assert_eq!(h[AUTHORIZATION], "Basic dXNlcjpwYXNz");
+        assert!(h.get(ACT_TOKEN).is_none());
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+    }
+}
