@@ -30,6 +30,7 @@
 //! - [`telemetry`]: Prometheus metrics (one injected `Metrics`) and tracing setup.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`server`]: binds the listeners, serves, drains on shutdown.
+//! - [`demo`]: `actgate demo`, the product in one command with built-in demo upstreams.
 //! - [`json`]: strict JSON parsing (duplicate keys and deep nesting refused).
 //! - [`ids`]: random identifiers.
 //! - [`error`]: validation problems shared by every boundary.
@@ -40,6 +41,7 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod ids;

@@ -38,6 +38,16 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
     },
+    /// Start actgate with demo upstreams, register an agent, a policy and a token, and send
+    /// allowed and denied calls through the proxy.
+    Demo {
+        /// Where the demo keeps its store, keys and audit trail.
+        #[arg(long, default_value = "./demo-data")]
+        data_dir: PathBuf,
+        /// Keep the gateway running after the demo (Ctrl-C to stop).
+        #[arg(long)]
+        keep_running: bool,
+    },
     /// Issue a capability token for a registered agent (prints the token on stdout).
     Token {
         #[command(subcommand)]
@@ -130,6 +140,19 @@ fn main() -> ExitCode {
                 Err(e) => return config_failure(e),
             };
             runtime().block_on(serve(config))
+        }
+        Command::Demo {
+            data_dir,
+            keep_running,
+        } => {
+            init_tracing(LogFormat::Text);
+            match runtime().block_on(actgate::demo::run(data_dir, keep_running)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("demo failed: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::Token {
             command:

@@ -667,3 +667,31 @@ async fn graceful_shutdown_finishes_an_in_flight_request() {
     let _ = resp.text().await.unwrap();
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served_on_the_same_port() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let s = setup().await;
+    let stream = tokio::net::TcpStream::connect(s.proxy_addr().trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for (path, want) in [("/crm/customers/5", 200), ("/crm/customers/%2e%2e", 400)] {
+        let req = http::Request::get(format!("http://gw{path}"))
+            .header("authorization", format!("Bearer {}", s.token))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{path}");
+        resp.into_body().collect().await.unwrap();
+    }
+    let reqs = s.up.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].target, "/crm/customers/5");
+    assert_eq!(reqs[0].headers["x-act-agent-id"], s.agent.as_str());
+}

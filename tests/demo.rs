@@ -1,0 +1,40 @@
+//! `actgate demo` runs end to end on a fresh directory and shows the allowed and denied calls.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_shows_allowed_and_denied_calls_and_where_the_audit_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_actgate"))
+        .args(["demo", "--data-dir"])
+        .arg(dir.path().join("demo-data"))
+        .env("ACTGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |what: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no row {what:?} in\n{stdout}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(row("read customer 42").ends_with("allowed allowed 200 yes"));
+    assert!(row("list 500 customers").ends_with("denied constraint_violated 403 no"));
+    assert!(row("delete customer 42").ends_with("denied explicit_deny 403 no"));
+    assert!(row("bcc eve@evil.com").ends_with("denied constraint_violated 403 no"));
+    assert!(row("forged token").ends_with("denied token_invalid 401 no"));
+    assert!(row("path traversal").ends_with("denied invalid_request 400 no"));
+    assert!(row("after revoking").ends_with("denied token_revoked 401 no"));
+    assert!(
+        stdout.contains("audit trail: 8 decisions recorded"),
+        "{stdout}"
+    );
+}
