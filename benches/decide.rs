@@ -250,6 +250,7 @@ fn actgate_decide(set: &PolicySet, a: &Ask) -> bool {
             rows: a.rows,
             recipients: a.recipients.as_deref(),
             method: None,
+            ..Facts::default()
         },
     };
     set.evaluate(&who, &q).is_allowed()

@@ -13,8 +13,8 @@ use ahash::AHashMap;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::task::JoinHandle;
 
+use crate::audit::log::LogFile;
 use crate::audit::{self, AuditSink, Source};
 use crate::config::{Config, KeySource};
 use crate::error::Problems;
@@ -24,7 +24,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{AgentStatus, ApiKeyRecord, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::token::keys::{KeyError, create_dir_private, write_atomic};
-use crate::token::{KeySet, Tokens, now_unix};
+use crate::token::{Claims, KeySet, Tokens, now_unix};
 
 /// Why the gateway could not start. Each is fatal: actgate refuses to run rather than run
 /// without its keys, its store or its audit log.
@@ -42,6 +42,59 @@ pub enum StartError {
     /// A stored policy no longer validates.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// The audit log cannot be opened or does not match its index.
+    #[error("audit log: {0}")]
+    Audit(String),
+}
+
+/// Brings the store's audit index up to the log (after a crash between the log commit and the
+/// index write). Refuses to start when the index is *ahead* of the log: the log was truncated
+/// or removed, and only `actgate audit reindex` (or restoring the log) resolves that.
+async fn catch_up_index(
+    store: &Arc<dyn Store>,
+    dir: &Path,
+    log_last: u64,
+) -> Result<(), StartError> {
+    let indexed = store.last_audit_seq().await?;
+    if indexed > log_last {
+        return Err(StartError::Audit(format!(
+            "the audit index has records up to seq {indexed} but the log in {} ends at seq {log_last}: \
+             the log was truncated or removed. Restore it, or run `actgate audit reindex` to rebuild the index from what remains",
+            dir.display()
+        )));
+    }
+    if indexed == log_last {
+        return Ok(());
+    }
+    let mut batch = Vec::new();
+    let mut error = None;
+    let dir = dir.to_path_buf();
+    let records = tokio::task::spawn_blocking(move || {
+        let mut all = Vec::new();
+        audit::log::read_from(&dir, indexed, |r| all.push(r.event)).map(|()| all)
+    })
+    .await
+    .map_err(|e| StartError::Audit(e.to_string()))?
+    .map_err(|e| StartError::Audit(e.to_string()))?;
+    let n = records.len();
+    for event in records {
+        batch.push(event);
+        if batch.len() == 1000 {
+            if let Err(e) = store.append_audit(&batch).await {
+                error = Some(e);
+                break;
+            }
+            batch.clear();
+        }
+    }
+    if error.is_none() && !batch.is_empty() {
+        error = store.append_audit(&batch).await.err();
+    }
+    if let Some(e) = error {
+        return Err(e.into());
+    }
+    tracing::info!(records = n, "audit index caught up with the log");
+    Ok(())
 }
 
 /// What the snapshot rebuild must re-read.
@@ -71,10 +124,10 @@ pub struct Gateway {
     version: AtomicU64,
 }
 
-/// Background tasks the gateway runs; awaited on shutdown.
+/// Background work the gateway runs; awaited on shutdown.
 pub struct Background {
-    /// The audit writer; ends when every sink is dropped.
-    pub audit_writer: JoinHandle<()>,
+    /// The audit writer thread; ends when every sink is dropped and the queue is drained.
+    pub audit_writer: std::thread::JoinHandle<()>,
 }
 
 /// The SHA-256 of an API key.
@@ -98,12 +151,33 @@ impl Gateway {
             config.tokens.clock_skew,
             config.tokens.max_concurrent_verifications,
         );
+        let audit_dir = data.join("audit");
+        let (log, recovery) = LogFile::open(&audit_dir, config.audit.segment_max_bytes)
+            .map_err(|e| StartError::Audit(e.to_string()))?;
+        if recovery.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = recovery.torn_bytes,
+                copy = %recovery.torn_copy.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                "audit log ended in a torn record (a crash mid-write); cut it off, the records before it are intact"
+            );
+            metrics.audit_torn_repairs.inc();
+        }
+        catch_up_index(&store, &audit_dir, log.last_seq).await?;
+        let signer = tokens.keys().signing.as_ref().map(|k| audit::Signer {
+            kid: k.kid.clone(),
+            secret: k.secret_bytes().to_vec(),
+        });
         let (audit, audit_writer) = audit::spawn_writer(
             &config.audit,
+            log,
             Arc::clone(&store),
-            metrics.audit_commit_seconds.clone(),
+            signer,
+            audit::WriterMetrics {
+                commit_seconds: metrics.audit_commit_seconds.clone(),
+                index_failures: metrics.audit_index_failures.clone(),
+            },
         )
-        .await?;
+        .map_err(|e| StartError::Audit(e.to_string()))?;
         let gw = Arc::new(Gateway {
             store,
             tokens,
@@ -306,28 +380,26 @@ impl Outcome {
 }
 
 impl Gateway {
-    /// Authenticates the token (cache, else a bounded verification), decides against the
-    /// current snapshot, and counts the decision. Used by the proxy and `/v1/enforce` alike.
-    pub async fn authorize(
+    /// Verifies a presented token (cache, else a bounded verification). `None` → missing.
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Arc<Claims>, Reason> {
+        match token {
+            None => Err(Reason::TokenMissing),
+            Some(t) => self.tokens.authenticate(t).await,
+        }
+    }
+
+    /// Decides against the current snapshot and counts the decision. Used by the proxy and
+    /// `/v1/enforce` alike (through [`Gateway::authorize`] or after [`Gateway::authenticate`]).
+    pub fn decide(
         &self,
         source: Source,
-        token: Option<&str>,
+        claims: Result<&Claims, Reason>,
         tenant: Option<&str>,
         query: &Query<'_>,
     ) -> Outcome {
         let started = Instant::now();
-        let claims = match token {
-            None => Err(Reason::TokenMissing),
-            Some(t) => self.tokens.authenticate(t).await,
-        };
         let snapshot = self.snapshot();
-        let decision = snapshot.decide(
-            claims.as_deref().map_err(|r| *r),
-            tenant,
-            query,
-            now_unix(),
-            self.tokens.skew_secs(),
-        );
+        let decision = snapshot.decide(claims, tenant, query, now_unix(), self.tokens.skew_secs());
         let reason = decision.reason;
         self.metrics
             .decision_seconds
@@ -349,10 +421,22 @@ impl Gateway {
             message: decision.message(),
             policy_id: decision.policy.map(|p| p.id.clone()),
             constraints: decision.policy.map(|p| p.constraints.clone()),
-            agent_id: claims.as_ref().map(|c| c.agent.clone()),
-            token_id: claims.as_ref().map(|c| c.jti.clone()),
-            tenant_id: claims.as_ref().map(|c| c.tenant.clone()),
+            agent_id: claims.map(|c| c.agent.clone()),
+            token_id: claims.map(|c| c.jti.clone()),
+            tenant_id: claims.map(|c| c.tenant.clone()),
             snapshot_version: snapshot.version,
         }
+    }
+
+    /// Authenticates the token and decides.
+    pub async fn authorize(
+        &self,
+        source: Source,
+        token: Option<&str>,
+        tenant: Option<&str>,
+        query: &Query<'_>,
+    ) -> Outcome {
+        let claims = self.authenticate(token).await;
+        self.decide(source, claims.as_deref().map_err(|r| *r), tenant, query)
     }
 }

@@ -1,8 +1,10 @@
 //! Strict JSON: one reading of a body, whoever reads it next.
 //!
-//! Pure: no I/O. Parsers disagree on duplicate keys (first wins, last wins, error), so a body
-//! with one is refused at any depth; nesting deeper than a limit is refused before it can
-//! cost stack; trailing data, invalid UTF-8 and lone surrogates are refused by `serde_json`.
+//! Pure: no I/O. Parsers disagree on duplicate keys (first wins, last wins, error), and some
+//! (Go's `encoding/json`, ASP.NET) match keys case-insensitively, so a body with two keys
+//! that are equal after case folding (`to` and `To`, `s` and `ſ`) is refused at any depth;
+//! nesting deeper than a limit is refused before it can cost stack; trailing data, invalid
+//! UTF-8 and lone surrogates are refused by `serde_json`.
 
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -90,15 +92,31 @@ impl<'de> Visitor<'de> for Strict {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let inner = self.deeper()?;
         let mut out = Map::new();
+        let mut folded: std::collections::HashSet<String> = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(A::Error::custom(format!("duplicate key {key:?}")));
+            if !folded.insert(fold(&key)) {
+                return Err(A::Error::custom(format!(
+                    "duplicate key {key:?} (keys must differ by more than letter case)"
+                )));
             }
             let v = map.next_value_seed(inner)?;
             out.insert(key, v);
         }
         Ok(Value::Object(out))
     }
+}
+
+/// A key as a case-insensitive matcher sees it: Unicode lower case, plus the folds Go's
+/// `encoding/json` applies (`ſ` → `s`, Kelvin sign → `k`).
+pub fn fold(key: &str) -> String {
+    key.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| match c {
+            '\u{17F}' => 's',
+            '\u{212A}' => 'k',
+            c => c,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -118,6 +136,9 @@ mod tests {
             r#"{"m": {"cc": [], "cc": ["x"]}}"#,
             r#"[{"a": 1, "a": 1}]"#,
             r#"{"to": 1, "t\u006f": 2}"#,
+            r#"{"to": "a@x.com", "To": "b@evil.com"}"#,
+            r#"{"bcc": [], "BCC": ["b@evil.com"]}"#,
+            r#"{"subject": 1, "\u017fubject": 2}"#,
         ] {
             let err = parse_strict(body.as_bytes(), 8).unwrap_err();
             assert!(err.contains("duplicate key"), "{body}: {err}");

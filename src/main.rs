@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Work with the config file.
     Config {
         #[command(subcommand)]
@@ -99,6 +104,44 @@ enum TokenCommand {
         /// Narrow the token to these policy ids (repeatable).
         #[arg(long = "policy")]
         policies: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of every segment and every checkpoint's signature; exit 0 when
+    /// intact, 1 naming the first bad record (file, line, seq).
+    Verify {
+        /// Config file (for dataDir).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also check checkpoints exported earlier (`actgate audit checkpoint > cp.json`).
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+    },
+    /// Print a signed checkpoint of the log's current head, to keep somewhere else.
+    Checkpoint {
+        /// Config file (for dataDir).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the last records as JSON lines; with --follow, keep printing new ones.
+    Tail {
+        /// Config file (for dataDir).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// How many records to print first.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+        /// Keep printing records as they are written.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Rebuild the store's audit index (GET /v1/audit) from the log. Stop the gateway first.
+    Reindex {
+        /// Config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -169,6 +212,7 @@ fn main() -> ExitCode {
             };
             runtime().block_on(issue_token(config, agent, ttl.map(Into::into), policies))
         }
+        Command::Audit { command } => audit_command(command),
         Command::Keys {
             command: KeysCommand::Rotate { config },
         } => {
@@ -406,4 +450,163 @@ async fn issue_token(
     );
     println!("{token}");
     ExitCode::SUCCESS
+}
+
+fn audit_command(command: AuditCommand) -> ExitCode {
+    use actgate::audit::log;
+    let config_path = match &command {
+        AuditCommand::Verify { config, .. }
+        | AuditCommand::Checkpoint { config }
+        | AuditCommand::Tail { config, .. }
+        | AuditCommand::Reindex { config } => config.clone(),
+    };
+    let config = match Config::load_default(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return config_failure(e),
+    };
+    let dir = config.data_dir.join("audit");
+    let keys_dir = config.data_dir.join("keys");
+    match command {
+        AuditCommand::Verify { checkpoint, .. } => {
+            let keys = match actgate::token::keys::public_keys(&keys_dir) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut extra = Vec::new();
+            for path in checkpoint {
+                match std::fs::read_to_string(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| {
+                        serde_json::from_str::<log::Checkpoint>(&t).map_err(|e| e.to_string())
+                    }) {
+                    Ok(cp) => extra.push(cp),
+                    Err(e) => {
+                        eprintln!("error: {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            match log::verify(&dir, &|kid| keys.get(kid).cloned(), &extra) {
+                Ok(v) => {
+                    println!(
+                        "OK: {} records in {} segments, hash chain intact, {} checkpoints verified; head seq {} hash {}",
+                        v.records, v.segments, v.checkpoints, v.last_seq, v.head
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(broken) => {
+                    println!("TAMPERED: {broken}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        AuditCommand::Checkpoint { .. } => {
+            let keys = match KeySet::load(&keys_dir) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let Some(key) = keys.signing.as_ref() else {
+                eprintln!("error: no signing key");
+                return ExitCode::from(1);
+            };
+            match log::head(&dir) {
+                Ok(Some((seq, hash))) => {
+                    match log::Checkpoint::sign(
+                        seq,
+                        &hex::encode(hash),
+                        &key.kid,
+                        key.secret_bytes(),
+                    ) {
+                        Some(cp) => {
+                            println!("{}", serde_json::to_string(&cp).unwrap_or_default());
+                            ExitCode::SUCCESS
+                        }
+                        None => {
+                            eprintln!("error: signing failed");
+                            ExitCode::from(1)
+                        }
+                    }
+                }
+                Ok(None) => {
+                    eprintln!("the audit log is empty");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        AuditCommand::Tail { lines, follow, .. } => tail(&dir, lines, follow),
+        AuditCommand::Reindex { .. } => runtime().block_on(async move {
+            let store = match SqliteStore::open(&config.data_dir) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            if let Err(e) = store.clear_audit().await {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+            let mut events = Vec::new();
+            if let Err(e) = log::read_from(&dir, 0, |r| events.push(r.event)) {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+            for chunk in events.chunks(1000) {
+                if let Err(e) = store.append_audit(chunk).await {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+            println!(
+                "reindexed {} audit records from {}",
+                events.len(),
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }),
+    }
+}
+
+fn tail(dir: &std::path::Path, lines: usize, follow: bool) -> ExitCode {
+    use actgate::audit::log;
+    let mut last: Vec<String> = Vec::new();
+    let mut last_seq = 0;
+    let print = |rec: &log::Record| serde_json::to_string(rec).unwrap_or_default();
+    if let Err(e) = log::read_from(dir, 0, |r| {
+        last_seq = r.event.seq;
+        last.push(print(&r));
+        if last.len() > lines {
+            last.remove(0);
+        }
+    }) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    for l in &last {
+        println!("{l}");
+    }
+    if !follow {
+        return ExitCode::SUCCESS;
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let result = log::read_from(dir, last_seq, |r| {
+            last_seq = r.event.seq;
+            println!("{}", print(&r));
+        });
+        if let Err(e) = result {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    }
 }

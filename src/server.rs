@@ -117,7 +117,8 @@ impl Running {
         } = self;
         drop(gateway);
         // The writer ends when the last sink is gone and the queue is drained.
-        if tokio::time::timeout(Duration::from_secs(10), background.audit_writer)
+        let writer = tokio::task::spawn_blocking(move || background.audit_writer.join());
+        if tokio::time::timeout(Duration::from_secs(10), writer)
             .await
             .is_err()
         {

@@ -225,18 +225,27 @@ fn agent_scoped_policies_apply_only_to_their_agents() {
 }
 
 #[test]
-fn token_policy_ids_narrow_the_candidates() {
+fn token_policy_ids_narrow_the_allows_but_every_deny_still_applies() {
     let s = set(&[
         r#"{"name": "read", "actions": ["read"], "resources": ["api://x/*"], "effect": "allow"}"#,
         r#"{"name": "deny", "actions": ["read"], "resources": ["api://x/secret"], "effect": "deny"}"#,
+        r#"{"name": "list", "actions": ["list"], "resources": ["api://x/*"], "effect": "allow"}"#,
     ]);
     let only_read = vec!["pol_0".to_string()];
     let narrowed = Principal {
         policy_ids: Some(&only_read),
         ..WHO
     };
-    // The deny policy is outside the token's set, so it is not a candidate.
-    assert!(decide(&s, &narrowed, "read", "api://x/secret", Facts::default()).is_allowed());
+    assert!(decide(&s, &narrowed, "read", "api://x/1", Facts::default()).is_allowed());
+    // The allow outside the token's set no longer applies...
+    assert_eq!(
+        decide(&s, &narrowed, "list", "api://x/1", Facts::default()).reason,
+        Reason::NoMatchingPolicy
+    );
+    // ...but a deny outside it does: narrowing can only take permissions away.
+    let d = decide(&s, &narrowed, "read", "api://x/secret", Facts::default());
+    assert_eq!(d.reason, Reason::ExplicitDeny);
+    assert_eq!(pid(&d).as_deref(), Some("pol_1"));
     let none: Vec<String> = vec![];
     let empty = Principal {
         policy_ids: Some(&none),
@@ -245,6 +254,47 @@ fn token_policy_ids_narrow_the_candidates() {
     assert_eq!(
         decide(&s, &empty, "read", "api://x/1", Facts::default()).reason,
         Reason::NoMatchingPolicy
+    );
+}
+
+#[test]
+fn a_policy_cannot_explode_the_index() {
+    let agents: Vec<String> = (0..200).map(|i| format!("agent_{i}")).collect();
+    let actions: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
+    let json = serde_json::json!({"name": "huge", "agents": agents, "actions": actions,
+        "resources": ["api://x/*"], "effect": "allow"});
+    let input: actgate::policy::PolicyInput = serde_json::from_value(json).unwrap();
+    let mut problems = actgate::error::Problems::new();
+    let p = actgate::policy::validate_policy(
+        &input,
+        "t",
+        "pol_x",
+        actgate::policy::PolicySource::Api,
+        "",
+        &mut problems,
+    );
+    assert!(p.is_none());
+    assert!(
+        problems
+            .to_string()
+            .contains("agents × actions × resources is 40000"),
+        "{problems}"
+    );
+    // Repeats count once.
+    let json = serde_json::json!({"name": "repeats", "actions": vec!["read"; 1000],
+        "resources": vec!["api://x/*"; 1000], "effect": "allow"});
+    let input: actgate::policy::PolicyInput = serde_json::from_value(json).unwrap();
+    let mut problems = actgate::error::Problems::new();
+    assert!(
+        actgate::policy::validate_policy(
+            &input,
+            "t",
+            "pol_y",
+            actgate::policy::PolicySource::Api,
+            "",
+            &mut problems
+        )
+        .is_some()
     );
 }
 

@@ -117,6 +117,7 @@ struct Ask {
     rows: Option<u64>,
     recipients: Option<Vec<String>>,
     method: Option<String>,
+    unenforceable: (bool, bool),
 }
 
 fn ask() -> impl Strategy<Value = Ask> {
@@ -129,17 +130,21 @@ fn ask() -> impl Strategy<Value = Ask> {
         prop::option::of(prop_oneof![Just(10u64), Just(75u64), Just(150u64)]),
         prop::option::weighted(0.3, prop::collection::vec(pick(RECIPIENTS), 0..3)),
         prop::option::of(pick(&["GET", "POST"])),
+        (prop::bool::weighted(0.2), prop::bool::weighted(0.2)),
     )
         .prop_map(
-            |(tenant, agent, narrow, action, resource, rows, recipients, method)| Ask {
-                tenant: tenant.to_string(),
-                agent,
-                narrow,
-                action,
-                resource,
-                rows,
-                recipients,
-                method,
+            |(tenant, agent, narrow, action, resource, rows, recipients, method, unenforceable)| {
+                Ask {
+                    tenant: tenant.to_string(),
+                    agent,
+                    narrow,
+                    action,
+                    resource,
+                    rows,
+                    recipients,
+                    method,
+                    unenforceable,
+                }
             },
         )
 }
@@ -175,6 +180,8 @@ proptest! {
                     rows: a.rows,
                     recipients: a.recipients.as_deref(),
                     method: a.method.as_deref(),
+                    rows_unenforceable: a.unenforceable.0,
+                    recipients_unenforceable: a.unenforceable.1,
                 },
             };
             let fast = set.evaluate(&who, &q);

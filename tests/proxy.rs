@@ -20,7 +20,9 @@ upstreams:
   slow: {{ url: "{up}", timeout: 300ms }}
   down: {{ url: "http://127.0.0.1:1", timeout: 5s }}
 routes:
-  - {{ name: get-customer, method: GET, path: "/crm/customers/{{id}}", upstream: crm, action: read, resource: "api://crm/customers/{{id}}" }}
+  - {{ name: get-customer, method: GET, path: "/crm/customers/{{id}}", upstream: crm, action: read, resource: "api://crm/customers/{{id}}", rows: {{ fixed: 1 }} }}
+  - {{ name: export-customers, method: GET, path: /crm/export, upstream: crm, action: list, resource: "api://crm/customers" }}
+  - {{ name: bulk-email, method: POST, path: /email/bulk, upstream: crm, action: send_email, resource: "api://email/outbound" }}
   - {{ name: list-customers, method: GET, path: /crm/customers, upstream: crm, action: list, resource: "api://crm/customers", rows: {{ query: limit }} }}
   - {{ name: update-customer, method: POST, path: "/crm/customers/{{id}}", upstream: crm, action: update, resource: "api://crm/customers/{{id}}" }}
   - {{ name: delete-customer, method: DELETE, path: "/crm/customers/{{id}}", upstream: crm, action: delete, resource: "api://crm/customers/{{id}}" }}
@@ -196,6 +198,24 @@ async fn denials_answer_with_a_reason_and_forward_nothing() {
             StatusCode::FORBIDDEN,
             "constraint_violated",
         ),
+        // maxRows on a route that cannot say how many rows it returns.
+        (
+            s.get("/crm/export"),
+            StatusCode::FORBIDDEN,
+            "constraint_violated",
+        ),
+        // allowedDomains on a write route that declares no recipients.
+        (
+            s.post_json("/email/bulk", r#"{"to": "eve@evil.com"}"#),
+            StatusCode::FORBIDDEN,
+            "constraint_violated",
+        ),
+        // Method overrides in the query.
+        (
+            s.get("/crm/customers/1?_method=DELETE"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
     ];
     for (req, status, reason) in cases {
         let (got, headers, out) = body(req.send().await.unwrap()).await;
@@ -267,6 +287,9 @@ async fn max_rows_is_set_when_absent_and_checked_when_present() {
         "limit[]=5",
         "limit=5;limit=500",
         "l%69mit=5&limit=6",
+        "LIMIT=5",
+        "l%69mit=5",
+        "_method=DELETE",
     ] {
         let (status, _, out) = body(
             s.get(&format!("/crm/customers?{bad}"))
@@ -311,6 +334,8 @@ async fn recipients_are_checked_wherever_they_hide() {
     }
     let malformed = [
         r#"{"to": "alice@yourcompany.com", "to": "eve@evil.com"}"#,
+        r#"{"to": "alice@yourcompany.com", "To": "eve@evil.com"}"#,
+        r#"{"to": "alice@yourcompany.com", "BCC": ["eve@evil.com"]}"#,
         r#"{"to": {"address": "eve@evil.com"}}"#,
         r#"{"to": ["alice@yourcompany.com", 7]}"#,
         r#"{"a": [[[[[[[[[[1]]]]]]]]]], "to": "alice@yourcompany.com"}"#,
@@ -694,4 +719,54 @@ async fn h2c_prior_knowledge_is_served_on_the_same_port() {
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].target, "/crm/customers/5");
     assert_eq!(reqs[0].headers["x-act-agent-id"], s.agent.as_str());
+}
+
+#[tokio::test]
+async fn a_request_without_a_valid_token_is_refused_before_its_body_is_read() {
+    let s = setup().await;
+    // The body is announced but never sent: answering means it was not waited for.
+    let started = Instant::now();
+    let answer = raw(
+        &s.proxy_addr(),
+        b"POST /email/send HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"to\": ",
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 401, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A GET with a body is refused: some servers would read it.
+    let answer = raw(
+        &s.proxy_addr(),
+        format!(
+            "GET /crm/customers/1 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
+            s.token
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 400, "{answer}");
+    assert!(s.up.requests().is_empty());
+}
+
+#[tokio::test]
+async fn monitor_mode_never_vouches_for_an_identity_the_token_stage_refused() {
+    let s = setup().await;
+    let (status, _, _) = body(
+        s.gw.client
+            .get(format!("{}/shadow/1", s.gw.proxy))
+            .bearer_auth("v4.public.forged")
+            .header("x-act-agent-id", "agent_spoofed")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let reqs = s.up.requests();
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0].headers.get("x-act-agent-id").is_none());
+    assert!(reqs[0].headers.get("authorization").is_none());
 }

@@ -167,13 +167,23 @@ async fn no_token_or_api_key_ever_appears_in_logs_audit_metrics_or_errors() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         bodies.push(r.text().await.unwrap());
     }
-    let r = client
-        .get(format!("{api}/v1/audit?limit=1000"))
-        .header("X-Api-Key", CANARY_KEY)
-        .send()
-        .await
-        .unwrap();
-    let audit = r.text().await.unwrap();
+    // The index follows the log within a flush interval.
+    let mut audit = String::new();
+    for _ in 0..500 {
+        audit = client
+            .get(format!("{api}/v1/audit?limit=1000"))
+            .header("X-Api-Key", CANARY_KEY)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if audit.contains("token_revoked") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         audit.contains("token_revoked"),
         "the attempts were audited: {audit}"

@@ -1,12 +1,13 @@
 //! The audit trail: one event per decision, from the proxy and `/v1/enforce` alike.
 //!
-//! Owns the event type, the bounded queue and the single writer task. A request hands its
-//! event to [`AuditSink::record`]; the writer group-commits batches (to the store's queryable
-//! index) and, in `strict` durability, `record` returns only once the batch holding the event
-//! is committed. A full queue applies backpressure, or denies when `audit.onFull: deny`;
+//! Owns the event type, the bounded queue, the single writer and the tamper-evident log
+//! ([`log`]). A request hands its event to [`AuditSink::record`]; the writer group-commits
+//! batches to the log with fsync, then feeds the store's query index; in `strict` durability
+//! `record` returns only once the batch holding the event is on disk. A full queue applies backpressure, or denies when `audit.onFull: deny`;
 //! nothing is dropped silently, and every failure is counted. Events never carry a token or an
 //! API key: the token id (`jti`) identifies the credential.
 
+pub mod log;
 mod writer;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{AuditSettings, Durability, OnFull};
-pub use writer::spawn_writer;
+pub use writer::{Signer, WriterMetrics, spawn_writer};
 
 /// Where a decision was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +208,19 @@ impl AuditSink {
         } else {
             Ok(())
         }
+    }
+
+    /// Records the outcome of a forwarded request: always queued with backpressure (the
+    /// request was already forwarded, so refusing it is no longer possible), never awaited to
+    /// disk. Fails only when the writer has stopped.
+    pub async fn record_outcome(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let job = Job { event, done: None };
+        if self.tx.send(job).await.is_err() {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(AuditError::Unavailable);
+        }
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Durability mode.

@@ -19,7 +19,9 @@ use serde_yaml::Value;
 use crate::error::{Problems, index, join};
 use crate::policy::model::{id_from_name, is_action, is_identifier};
 use crate::policy::{Policy, PolicyInput, PolicySource, validate_policy};
-use crate::proxy::route::{Mode, ResourceTemplate, Route, RouteTable, parse_path_template};
+use crate::proxy::route::{
+    Mode, ResourceTemplate, Route, RouteTable, RowSource, parse_path_template,
+};
 use raw::*;
 
 /// The shipped example config, compiled into the binary: `actgate serve` runs on it when no
@@ -136,6 +138,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Deepest JSON nesting accepted in a body that is inspected.
     pub max_json_depth: usize,
+    /// Most bodies buffered for inspection at once (the rest wait).
+    pub max_buffered_bodies: usize,
+    /// Time allowed to receive a body that must be inspected.
+    pub body_read_timeout: Duration,
     /// Time allowed to receive a request head.
     pub header_read_timeout: Duration,
     /// Idle keep-alive connections are closed after this.
@@ -544,6 +550,16 @@ fn compile_limits(v: Option<Value>, p: &mut Problems) -> Limits {
         max_headers: bounded(raw.max_headers, "maxHeaders", 100, 8, 1000),
         max_connections: bounded(raw.max_connections, "maxConnections", 10_000, 1, 1_000_000),
         max_json_depth: bounded(raw.max_json_depth, "maxJsonDepth", 32, 1, 256),
+        max_buffered_bodies: bounded(
+            raw.max_buffered_bodies,
+            "maxBufferedBodies",
+            256,
+            1,
+            100_000,
+        ),
+        body_read_timeout: raw
+            .body_read_timeout
+            .map_or(Duration::from_secs(30), |d| d.0),
         header_read_timeout: raw
             .header_read_timeout
             .map_or(Duration::from_secs(10), |d| d.0),
@@ -552,6 +568,9 @@ fn compile_limits(v: Option<Value>, p: &mut Problems) -> Limits {
     };
     if l.header_read_timeout.is_zero() {
         p.push("limits.headerReadTimeout", "must be more than 0s");
+    }
+    if l.body_read_timeout.is_zero() {
+        p.push("limits.bodyReadTimeout", "must be more than 0s");
     }
     if l.idle_timeout.is_zero() {
         p.push("limits.idleTimeout", "must be more than 0s");
@@ -719,18 +738,29 @@ fn compile_routes(
                 .map_err(|msg| p.push(join(&at, "resource"), msg))
                 .ok()
         });
-        if let Some(rows) = &raw.rows
-            && (rows.query.is_empty()
-                || rows
-                    .query
-                    .bytes()
-                    .any(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-')))
-        {
-            p.push(
-                join(&at, "rows.query"),
-                "a query parameter name is letters, digits, `_` or `-`",
-            );
-        }
+        let rows = match raw.rows.as_ref().map(|r| (r.query.as_deref(), r.fixed)) {
+            None => None,
+            Some((Some(q), None)) => {
+                if q.is_empty()
+                    || q.bytes()
+                        .any(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+                {
+                    p.push(
+                        join(&at, "rows.query"),
+                        "a query parameter name is letters, digits, `_` or `-`",
+                    );
+                }
+                Some(RowSource::Query(q.to_string()))
+            }
+            Some((None, Some(n))) => Some(RowSource::Fixed(n)),
+            Some(_) => {
+                p.push(
+                    join(&at, "rows"),
+                    "give exactly one of `query: <parameter>` (the request says how many rows) or `fixed: <n>` (the route returns at most n, e.g. 1 for a single object)",
+                );
+                None
+            }
+        };
         let recipients = raw
             .recipients
             .as_ref()
@@ -785,7 +815,8 @@ fn compile_routes(
                 upstream: upstream.to_string(),
                 action: action.to_string(),
                 resource,
-                rows: raw.rows.map(|r| r.query),
+                rows,
+                recipient_fields: recipients.iter().map(|p| pointer_field(p)).collect(),
                 recipients,
                 mode,
             });
@@ -799,6 +830,16 @@ fn compile_routes(
             RouteTable::default()
         }
     }
+}
+
+/// The last segment of a JSON pointer, unescaped: `/message/cc` → `cc`.
+fn pointer_field(pointer: &str) -> String {
+    pointer
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .replace("~1", "/")
+        .replace("~0", "~")
 }
 
 fn compile_policies(v: Option<Value>, tenant: &str, p: &mut Problems) -> Vec<Policy> {

@@ -82,7 +82,9 @@ pub struct RawLimits {
     pub max_headers: Option<u64>,
     pub max_connections: Option<u64>,
     pub max_json_depth: Option<u64>,
+    pub max_buffered_bodies: Option<u64>,
     pub header_read_timeout: Option<Dur>,
+    pub body_read_timeout: Option<Dur>,
     pub idle_timeout: Option<Dur>,
     pub drain_timeout: Option<Dur>,
 }
@@ -99,7 +101,8 @@ pub struct RawUpstream {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawRows {
-    pub query: String,
+    pub query: Option<String>,
+    pub fixed: Option<u64>,
 }
 
 /// `recipients:` of a route.

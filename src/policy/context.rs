@@ -30,6 +30,8 @@ impl ContextFacts {
             rows: self.rows,
             recipients: self.recipients.as_deref(),
             method: self.method.as_deref(),
+            rows_unenforceable: false,
+            recipients_unenforceable: false,
         }
     }
 

@@ -17,8 +17,9 @@ use super::glob::Pattern;
 use super::model::{Effect, Facts, Policy, Violation};
 use super::{Decision, Principal, Query, Reason};
 
-/// Most (agent × action × resource) entries one policy may put in the index.
-pub const MAX_ENTRIES_PER_POLICY: usize = 100_000;
+/// Most (agent × action × resource) entries one policy may put in the index; validation
+/// refuses policies over it.
+pub const MAX_ENTRIES_PER_POLICY: usize = 10_000;
 
 /// All policies of every tenant, compiled and indexed.
 #[derive(Debug, Default)]
@@ -105,9 +106,14 @@ impl PolicySet {
         let mut tenants: AHashMap<Box<str>, TenantIndex> = AHashMap::new();
         for (ordinal, policy) in policies.iter().enumerate() {
             let ordinal = u32::try_from(ordinal).map_err(|_| "too many policies".to_string())?;
-            let patterns = policy
-                .resources
-                .iter()
+            let mut resources: Vec<&String> = policy.resources.iter().collect();
+            resources.sort();
+            resources.dedup();
+            let mut actions: Vec<&String> = policy.actions.iter().collect();
+            actions.sort();
+            actions.dedup();
+            let patterns = resources
+                .into_iter()
                 .map(|r| {
                     Pattern::compile(r)
                         .map(Arc::new)
@@ -115,12 +121,15 @@ impl PolicySet {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let tenant = tenants.entry(policy.tenant.as_str().into()).or_default();
-            let fill = |actions: &mut ActionIndex| {
-                for action in &policy.actions {
-                    let index = if action == "*" {
-                        &mut actions.any_action
+            let fill = |index_of: &mut ActionIndex| {
+                for action in &actions {
+                    let index = if *action == "*" {
+                        &mut index_of.any_action
                     } else {
-                        actions.by_action.entry(action.as_str().into()).or_default()
+                        index_of
+                            .by_action
+                            .entry(action.as_str().into())
+                            .or_default()
                     };
                     for pattern in &patterns {
                         index.insert(ordinal, pattern);
@@ -170,13 +179,10 @@ impl PolicySet {
         let policies = &self.policies;
         let mut visit = |ordinal: u32| {
             let policy = &policies[ordinal as usize];
-            if let Some(ids) = who.policy_ids
-                && !ids.contains(&policy.id)
-            {
-                return;
-            }
             match policy.effect {
                 Effect::Deny => best_deny = best_deny.min(ordinal),
+                // A token narrowed to policyIds can only lose allows, never escape a deny.
+                Effect::Allow if who.policy_ids.is_some_and(|ids| !ids.contains(&policy.id)) => {}
                 Effect::Allow => {
                     if ordinal < best_allow {
                         if policy.constraints.check(query.action, &query.facts).is_ok() {

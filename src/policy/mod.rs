@@ -6,8 +6,9 @@
 //!
 //! 1. the token stage (signature, time, revocation, agent, tenant) runs first, in
 //!    [`crate::snapshot`], and yields a [`Principal`];
-//! 2. candidates are the tenant's policies that apply to the agent, narrowed to the token's
-//!    `policyIds` when it has them;
+//! 2. candidates are the tenant's policies that apply to the agent; a token narrowed to
+//!    `policyIds` keeps only those among the *allow* policies — every deny still applies, so
+//!    narrowing can only take permissions away;
 //! 3. a policy matches when it covers the action (or `"*"`) and one of its globs matches the
 //!    resource;
 //! 4. any matching deny → denied, `explicit_deny`;
@@ -217,7 +218,7 @@ impl<'s> Decision<'s> {
 pub enum Why {
     /// The policy's `agents` list does not name this agent.
     OtherAgent,
-    /// The token is narrowed to `policyIds` that do not include this policy.
+    /// An allow outside the `policyIds` the token is narrowed to.
     NotInToken,
     /// The policy does not cover the action.
     ActionNotCovered,
@@ -267,7 +268,9 @@ pub fn explain<'s>(
         .map(|policy| {
             let why = if !policy.covers_agent(who.agent) {
                 Why::OtherAgent
-            } else if who.policy_ids.is_some_and(|ids| !ids.contains(&policy.id)) {
+            } else if policy.effect == Effect::Allow
+                && who.policy_ids.is_some_and(|ids| !ids.contains(&policy.id))
+            {
                 Why::NotInToken
             } else if !policy.covers_action(query.action) {
                 Why::ActionNotCovered

@@ -134,9 +134,10 @@ pub struct Constraints {
     domain_rules: Vec<DomainRule>,
 }
 
-/// What a request brings for the constraints to check. `None` means "not known here": the
-/// caller (the proxy, which knows its routes) decides what a missing value means before it
-/// gets here; `/v1/enforce` leaves such constraints as obligations.
+/// What a request brings for the constraints to check. `None` means "not known here":
+/// `/v1/enforce` leaves such constraints unchecked and returns them as obligations. The proxy
+/// knows more: when its route *cannot* carry an input (no `rows` or `recipients` declared),
+/// it says so, and a constraint on that input then fails — it could not be enforced.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Facts<'a> {
     /// Row count asked for.
@@ -145,6 +146,10 @@ pub struct Facts<'a> {
     pub recipients: Option<&'a [String]>,
     /// HTTP method, when the request is an HTTP call.
     pub method: Option<&'a str>,
+    /// The request has no way to carry a row count (a proxy route without `rows`).
+    pub rows_unenforceable: bool,
+    /// The request has no way to carry recipients (a proxy route without `recipients`).
+    pub recipients_unenforceable: bool,
 }
 
 /// A constraint that did not hold, with the values that broke it.
@@ -176,6 +181,12 @@ pub enum Violation {
         /// The method used.
         method: String,
     },
+    /// `maxRows` or `allowedDomains` on a request that cannot carry its input (a proxy route
+    /// without `rows` or `recipients`): it cannot be enforced, so it does not hold.
+    Unenforceable {
+        /// `maxRows` or `allowedDomains`.
+        constraint: &'static str,
+    },
 }
 
 impl Violation {
@@ -185,6 +196,7 @@ impl Violation {
             Violation::MaxRows { .. } => "maxRows",
             Violation::Recipient { .. } | Violation::NoRecipients => "allowedDomains",
             Violation::ReadOnlyAction { .. } | Violation::ReadOnlyMethod { .. } => "readOnly",
+            Violation::Unenforceable { constraint } => constraint,
         }
     }
 }
@@ -208,6 +220,15 @@ impl fmt::Display for Violation {
             Violation::ReadOnlyMethod { method } => {
                 write!(f, "readOnly: method {method} is not GET or HEAD")
             }
+            Violation::Unenforceable { constraint } => write!(
+                f,
+                "{constraint}: this route carries no {} to check; declare it on the route",
+                if *constraint == "maxRows" {
+                    "row count"
+                } else {
+                    "recipients"
+                }
+            ),
         }
     }
 }
@@ -221,6 +242,19 @@ impl Constraints {
     /// Checks every constraint against the facts; the first broken one is returned.
     /// A fact that is `None` leaves its constraint unchecked (see [`Facts`]).
     pub fn check(&self, action: &str, facts: &Facts<'_>) -> Result<(), Violation> {
+        if self.max_rows.is_some() && facts.rows.is_none() && facts.rows_unenforceable {
+            return Err(Violation::Unenforceable {
+                constraint: "maxRows",
+            });
+        }
+        if self.allowed_domains.is_some()
+            && facts.recipients.is_none()
+            && facts.recipients_unenforceable
+        {
+            return Err(Violation::Unenforceable {
+                constraint: "allowedDomains",
+            });
+        }
         if let (Some(limit), Some(requested)) = (self.max_rows, facts.rows)
             && requested > limit
         {
@@ -394,6 +428,27 @@ pub fn validate_policy(
         && d.len() > 4 * MAX_FIELD_LEN
     {
         problems.push(join(path, "description"), "longer than 4096 bytes");
+    }
+
+    // Each (agent, action, resource) is one index entry: bound the product, so one policy
+    // cannot exhaust memory at every snapshot rebuild.
+    let distinct = |list: &[String]| {
+        let mut v: Vec<&String> = list.iter().collect();
+        v.sort();
+        v.dedup();
+        v.len()
+    };
+    let entries = input.agents.as_deref().map_or(1, distinct).max(1)
+        * distinct(&actions).max(1)
+        * distinct(&resources).max(1);
+    if entries > super::MAX_ENTRIES_PER_POLICY {
+        problems.push(
+            path.to_string(),
+            format!(
+                "agents × actions × resources is {entries}, over {}; split the policy or use globs and \"*\"",
+                super::MAX_ENTRIES_PER_POLICY
+            ),
+        );
     }
 
     if problems.len() > before {

@@ -36,6 +36,8 @@ pub enum ProxyError {
     TooLarge(usize),
     /// The route inspects the body and it is not JSON.
     UnsupportedMediaType,
+    /// The body that must be inspected did not arrive within `limits.bodyReadTimeout`.
+    RequestTimeout,
     /// The upstream failed (connection refused, reset, bad response).
     BadGateway(String),
     /// The upstream did not answer within its timeout.
@@ -59,6 +61,7 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ProxyError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -75,6 +78,7 @@ impl ProxyError {
             }
             ProxyError::TooLarge(_) => "body_too_large",
             ProxyError::UnsupportedMediaType => "unsupported_media_type",
+            ProxyError::RequestTimeout => "request_timeout",
             ProxyError::BadGateway(_) => "upstream_error",
             ProxyError::GatewayTimeout => "upstream_timeout",
             ProxyError::Unavailable(_) => "audit_unavailable",
@@ -89,6 +93,7 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => "forbidden",
             ProxyError::TooLarge(_) => "payload_too_large",
             ProxyError::UnsupportedMediaType => "unsupported_media_type",
+            ProxyError::RequestTimeout => "request_timeout",
             ProxyError::BadGateway(_) => "bad_gateway",
             ProxyError::GatewayTimeout => "gateway_timeout",
             ProxyError::Unavailable(_) => "service_unavailable",
@@ -109,6 +114,7 @@ impl ProxyError {
             ProxyError::UnsupportedMediaType => {
                 "this route reads the JSON body: send Content-Type: application/json".into()
             }
+            ProxyError::RequestTimeout => "the request body did not arrive in time".into(),
             ProxyError::BadGateway(_) => "the upstream service failed; try again later".into(),
             ProxyError::GatewayTimeout => "the upstream service did not answer in time".into(),
             ProxyError::Unavailable(_) => {

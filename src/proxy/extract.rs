@@ -36,8 +36,14 @@ pub fn token(headers: &HeaderMap) -> Result<Option<(&str, TokenHeader)>, ProxyEr
             let v = v
                 .to_str()
                 .map_err(|_| ProxyError::bad_request("Authorization is not visible ASCII"))?;
-            match v.split_once(' ') {
+            let is_bearer = v.len() >= 6 && v[..6].eq_ignore_ascii_case("bearer");
+            match v.split_once([' ', '\t']) {
                 Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Some(rest.trim()),
+                _ if is_bearer => {
+                    return Err(ProxyError::bad_request(
+                        "Authorization must be `Bearer <token>`",
+                    ));
+                }
                 _ => None,
             }
         }
@@ -75,25 +81,27 @@ pub fn token(headers: &HeaderMap) -> Result<Option<(&str, TokenHeader)>, ProxyEr
     }
 }
 
-/// The row count a request asks for through the query parameter `name`. Keys are compared
-/// after decoding and case-insensitively (`LIMIT`, `l%69mit` and `limit` are one parameter to
-/// some upstream); a repeated parameter, a bracketed one (`limit[]`), or a value that is not
-/// a plain non-negative integer is refused.
+/// The row count a request asks for through the query parameter `name`. Only the exact
+/// raw key counts; a key that some upstream could read as the same parameter — another letter
+/// case (`LIMIT`), percent-encoded (`l%69mit`), bracketed (`limit[]`), padded — is refused, as
+/// are a repeated parameter and a value that is not a plain non-negative integer. A method
+/// override (`_method`) is refused too.
 pub fn rows(query: Option<&str>, name: &str) -> Result<Option<u64>, ProxyError> {
     let Some(query) = query else {
         return Ok(None);
     };
     let mut found: Option<u64> = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = decode_query_component(k).map_err(|e| ProxyError::bad_request(e.to_string()))?;
-        let base = key.split('[').next().unwrap_or_default();
-        if !base.trim().eq_ignore_ascii_case(name) {
+        let (raw_key, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key =
+            decode_query_component(raw_key).map_err(|e| ProxyError::bad_request(e.to_string()))?;
+        let base = key.split('[').next().unwrap_or_default().trim();
+        if !base.eq_ignore_ascii_case(name) {
             continue;
         }
-        if key.len() != name.len() {
+        if raw_key != name {
             return Err(ProxyError::bad_request(format!(
-                "query parameter {key:?} is ambiguous; send `{name}` once as a plain number"
+                "query parameter {key:?} is ambiguous; send `{name}` exactly, once, as a plain number"
             )));
         }
         if found.is_some() {
@@ -115,12 +123,76 @@ pub fn rows(query: Option<&str>, name: &str) -> Result<Option<u64>, ProxyError> 
     Ok(found)
 }
 
+/// Refuses query parameters that some upstream frameworks read as something else than the
+/// request line says: a method override (`_method`), or — on a route whose recipients come
+/// from the JSON body — a parameter named like a recipient field (Rails and Laravel merge
+/// query and body parameters). Names are compared decoded and case-insensitively.
+pub fn forbidden_query_keys(
+    query: Option<&str>,
+    recipient_fields: &[String],
+) -> Result<(), ProxyError> {
+    let Some(query) = query else { return Ok(()) };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let raw_key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        let key =
+            decode_query_component(raw_key).map_err(|e| ProxyError::bad_request(e.to_string()))?;
+        let base = crate::json::fold(key.split('[').next().unwrap_or_default().trim());
+        if base == "_method" {
+            return Err(ProxyError::bad_request(
+                "`_method` is a method override; actgate decides on the request line's method only",
+            ));
+        }
+        if recipient_fields
+            .iter()
+            .any(|f| crate::json::fold(f) == base)
+        {
+            return Err(ProxyError::bad_request(format!(
+                "query parameter {key:?} is named like a recipient field of the body; send recipients in the JSON body only"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Follows a JSON pointer, refusing a key along the way that equals the pointer's segment
+/// only after case folding (`BCC` for `/bcc`): a case-insensitive upstream would read it as
+/// the field actgate did not check.
+fn lookup<'v>(body: &'v Value, pointer: &str) -> Result<Option<&'v Value>, ProxyError> {
+    let mut cur = body;
+    for raw in pointer.split('/').skip(1) {
+        let seg = raw.replace("~1", "/").replace("~0", "~");
+        match cur {
+            Value::Object(map) => {
+                let folded = crate::json::fold(&seg);
+                if let Some(k) = map
+                    .keys()
+                    .find(|k| **k != seg && crate::json::fold(k) == folded)
+                {
+                    return Err(ProxyError::bad_request(format!(
+                        "body key {k:?} differs from the recipient field {seg:?} only by letter case"
+                    )));
+                }
+                match map.get(&seg) {
+                    Some(v) => cur = v,
+                    None => return Ok(None),
+                }
+            }
+            Value::Array(items) => match seg.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                Some(v) => cur = v,
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(cur))
+}
+
 /// Every recipient named at the JSON pointers: a string is one address, an array of strings
 /// is several; an absent or null field is none; any other type is refused.
 pub fn recipients(body: &Value, pointers: &[String]) -> Result<Vec<String>, ProxyError> {
     let mut out = Vec::new();
     for p in pointers {
-        match body.pointer(p) {
+        match lookup(body, p)? {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) => out.push(s.clone()),
             Some(Value::Array(items)) => {
@@ -196,7 +268,8 @@ mod tests {
         assert_eq!(rows(None, "limit").unwrap(), None);
         assert_eq!(rows(Some("x=1"), "limit").unwrap(), None);
         assert_eq!(rows(Some("limit=50&x=1"), "limit").unwrap(), Some(50));
-        assert_eq!(rows(Some("l%69mit=7"), "limit").unwrap(), Some(7));
+        assert!(rows(Some("l%69mit=7"), "limit").is_err());
+        assert!(rows(Some("LIMIT=7"), "limit").is_err());
         for bad in [
             "limit=1&limit=2",
             "limit=1&LIMIT=2",
@@ -214,6 +287,23 @@ mod tests {
         ] {
             assert!(rows(Some(bad), "limit").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn overrides_and_recipient_lookalikes_in_the_query_are_refused() {
+        let fields = vec!["to".to_string(), "cc".to_string(), "bcc".to_string()];
+        assert!(forbidden_query_keys(Some("x=1&subject=hi"), &fields).is_ok());
+        for bad in [
+            "_method=DELETE",
+            "_METHOD=delete",
+            "%5Fmethod=x",
+            "bcc=x@evil.com",
+            "To=x",
+            "cc[]=x",
+        ] {
+            assert!(forbidden_query_keys(Some(bad), &fields).is_err(), "{bad}");
+        }
+        assert!(forbidden_query_keys(Some("to=x"), &[]).is_ok());
     }
 
     #[test]

@@ -99,6 +99,15 @@ pub struct Vouch<'a> {
 /// Rewrites request headers for the upstream (see the module documentation for the order).
 pub fn rewrite_request(headers: &mut HeaderMap, token: Option<TokenHeader>, vouch: &Vouch<'_>) {
     strip_hop_by_hop(headers);
+    // CGI-style servers read `X_Act_Agent_Id` as `X-Act-Agent-Id`: names with `_` never pass.
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        headers.remove(name);
+    }
     headers.remove(ACT_TOKEN);
     if token == Some(TokenHeader::Bearer) {
         headers.remove(AUTHORIZATION);
@@ -191,6 +200,8 @@ mod tests {
             ("x-act-agent-id", "agent_spoofed"),
             ("x-act-tenant-id", "other"),
             ("x-act-whatever", "x"),
+            ("x_act_agent_id", "agent_underscored"),
+            ("x_forwarded_for", "10.0.0.9"),
             ("x-forwarded-for", "10.0.0.1"),
             ("forwarded", "for=10.0.0.1"),
             ("x-http-method-override", "DELETE"),
@@ -222,6 +233,8 @@ mod tests {
         assert_eq!(h["x-act-tenant-id"], "t");
         assert_eq!(h["x-act-request-id"], "req_1");
         assert!(h.get("x-act-whatever").is_none());
+        assert!(h.get("x_act_agent_id").is_none());
+        assert!(h.get("x_forwarded_for").is_none());
         assert!(h.get("x-keep-me").is_none(), "named in Connection");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http;host=\"gw.local\"");

@@ -51,7 +51,7 @@ use crate::telemetry::status_class;
 use error::ProxyError;
 use extract::TokenHeader;
 use forward::{UpstreamClient, Vouch};
-use route::Mode;
+use route::{Mode, RowSource};
 
 /// A boxed error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -71,6 +71,7 @@ pub struct Proxy {
     gw: Arc<Gateway>,
     client: UpstreamClient,
     upstreams: HashMap<String, Target>,
+    buffering: Semaphore,
 }
 
 impl Proxy {
@@ -95,10 +96,12 @@ impl Proxy {
                 ))
             })
             .collect();
+        let buffering = Semaphore::new(limits.max_buffered_bodies);
         Arc::new(Proxy {
             gw,
             client,
             upstreams,
+            buffering,
         })
     }
 
@@ -233,47 +236,61 @@ impl Proxy {
         let token = extract::token(&parts.headers)?;
         let token_kind: Option<TokenHeader> = token.map(|t| t.1);
         let rows = match &route.rows {
-            Some(name) => extract::rows(query_str, name)?,
+            Some(RowSource::Query(name)) => extract::rows(query_str, name)?,
+            Some(RowSource::Fixed(n)) => Some(*n),
             None => None,
         };
+        extract::forbidden_query_keys(query_str, &route.recipient_fields)?;
+        if matches!(method, Method::GET | Method::HEAD) && !hyper::body::Body::is_end_stream(&body)
+        {
+            return Err(ProxyError::bad_request(
+                "a GET or HEAD request carries no body here; some servers would read one",
+            ));
+        }
         let declared_len = content_length(&parts.headers)?;
         if declared_len.is_some_and(|n| n > limits.max_body_bytes as u64) {
             return Err(ProxyError::TooLarge(limits.max_body_bytes));
         }
-        let (body, recipients): (ProxyBody, Option<Vec<String>>) = if route.recipients.is_empty() {
-            (Limited::new(body, limits.max_body_bytes).boxed(), None)
-        } else {
-            if !is_json(&parts.headers) {
-                return Err(ProxyError::UnsupportedMediaType);
-            }
-            let bytes = Limited::new(body, limits.max_body_bytes)
-                .collect()
-                .await
-                .map_err(|e| body_error(&*e, limits.max_body_bytes))?
-                .to_bytes();
-            let json = crate::json::parse_strict(&bytes, limits.max_json_depth)
-                .map_err(|e| ProxyError::bad_request(format!("body is not valid JSON: {e}")))?;
-            let list = extract::recipients(&json, &route.recipients)?;
-            (
-                Full::new(bytes).map_err(|never| match never {}).boxed(),
-                Some(list),
-            )
-        };
 
-        // 4. decide
+        // 4. decide: the token first, so a request without a valid one is refused before its
+        // body is read.
+        let claims = self.gw.authenticate(token.map(|t| t.0)).await;
+        let early = claims.is_err() && route.mode == Mode::Enforce;
+        let (body, recipients): (ProxyBody, Option<Vec<String>>) =
+            if route.recipients.is_empty() || early {
+                (Limited::new(body, limits.max_body_bytes).boxed(), None)
+            } else {
+                if !is_json(&parts.headers) {
+                    return Err(ProxyError::UnsupportedMediaType);
+                }
+                let bytes = self.buffer_body(body).await?;
+                let json = crate::json::parse_strict(&bytes, limits.max_json_depth)
+                    .map_err(|e| ProxyError::bad_request(format!("body is not valid JSON: {e}")))?;
+                let list = extract::recipients(&json, &route.recipients)?;
+                (
+                    Full::new(bytes).map_err(|never| match never {}).boxed(),
+                    Some(list),
+                )
+            };
         let query = Query {
             action: &route.action,
             resource: &resource,
             facts: Facts {
                 rows,
                 recipients: recipients.as_deref(),
-                method: Some(parts.method.as_str()),
+                method: Some(method.as_str()),
+                rows_unenforceable: route.rows.is_none(),
+                // A read cannot send anything; a write without declared recipients might.
+                recipients_unenforceable: route.recipients.is_empty()
+                    && !matches!(method, Method::GET | Method::HEAD),
             },
         };
-        let outcome = self
-            .gw
-            .authorize(Source::Proxy, token.map(|t| t.0), None, &query)
-            .await;
+        let outcome = self.gw.decide(
+            Source::Proxy,
+            claims.as_deref().map_err(|r| *r),
+            None,
+            &query,
+        );
         log.reason = outcome.reason.as_str();
         let enforced = route.mode == Mode::Enforce || outcome.is_allowed();
 
@@ -328,9 +345,9 @@ impl Proxy {
             path_and_query.push_str(q);
         }
         // maxRows with no row count asked: ask for exactly the limit.
-        if let (None, Some(name), Some(limit)) = (
+        if let (None, Some(RowSource::Query(name)), Some(limit)) = (
             rows,
-            route.rows.as_deref(),
+            route.rows.as_ref(),
             outcome.constraints.as_ref().and_then(|c| c.max_rows),
         ) && outcome.is_allowed()
         {
@@ -354,9 +371,12 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        // Identity is vouched for only when the token stage passed (monitor mode forwards
+        // requests whose token did not).
+        let vouched = !outcome.reason.is_token_problem();
         let vouch = Vouch {
-            agent: outcome.agent_id.as_deref(),
-            tenant: outcome.tenant_id.as_deref(),
+            agent: outcome.agent_id.as_deref().filter(|_| vouched),
+            tenant: outcome.tenant_id.as_deref().filter(|_| vouched),
             request_id,
             peer,
             upstream_host: &target.host,
@@ -408,10 +428,33 @@ impl Proxy {
         outcome_event.upstream_status = Some(status);
         let audit = self.gw.audit.clone();
         tokio::spawn(async move {
-            let _ = audit.record(outcome_event).await;
+            if let Err(e) = audit.record_outcome(outcome_event).await {
+                tracing::error!(error = %e, "outcome audit record lost: writer stopped");
+            }
         });
 
         Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
+    }
+
+    /// Reads a body that must be inspected: at most `maxBufferedBodies` at once, each within
+    /// `limits.maxBodyBytes` and `limits.bodyReadTimeout`.
+    async fn buffer_body(&self, body: Incoming) -> Result<Bytes, ProxyError> {
+        let limits = &self.gw.config.limits;
+        let read = async {
+            let _slot = self
+                .buffering
+                .acquire()
+                .await
+                .map_err(|_| ProxyError::bad_request("shutting down"))?;
+            Limited::new(body, limits.max_body_bytes)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .map_err(|e| body_error(&*e, limits.max_body_bytes))
+        };
+        tokio::time::timeout(limits.body_read_timeout, read)
+            .await
+            .map_err(|_| ProxyError::RequestTimeout)?
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -164,6 +164,15 @@ fn is_path_literal_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&b)
 }
 
+/// Where a route's row count comes from, for `maxRows`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowSource {
+    /// A query parameter carries it; when absent, actgate sets it to the policy's limit.
+    Query(String),
+    /// The route returns at most this many rows (e.g. 1 for a single object).
+    Fixed(u64),
+}
+
 /// A compiled route.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -181,10 +190,13 @@ pub struct Route {
     pub action: String,
     /// How the resource is built from the path.
     pub resource: ResourceTemplate,
-    /// Query parameter carrying the row count, for `maxRows`.
-    pub rows: Option<String>,
+    /// Where the row count comes from, for `maxRows`; `None` means the route cannot say, and
+    /// a `maxRows` policy does not hold on it.
+    pub rows: Option<RowSource>,
     /// JSON pointers to recipient fields of the body, for `allowedDomains`.
     pub recipients: Vec<String>,
+    /// The field names those pointers end in (`to`, `cc`), refused in the query string.
+    pub recipient_fields: Vec<String>,
     /// Enforce or monitor.
     pub mode: Mode,
 }
@@ -262,6 +274,7 @@ mod tests {
             action: "read".into(),
             rows: None,
             recipients: vec![],
+            recipient_fields: vec![],
             mode: Mode::Enforce,
         }
     }

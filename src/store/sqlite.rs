@@ -545,8 +545,7 @@ impl Store for SqliteStore {
 
     async fn clear_audit(&self) -> StoreResult<()> {
         self.with(|c| {
-            c.execute("DELETE FROM audit", [])
-                .map(|_| ())
+            c.execute_batch("DELETE FROM audit; DELETE FROM meta WHERE key = 'audit_last_seq';")
                 .map_err(backend)
         })
         .await

@@ -67,6 +67,11 @@ pub struct Metrics {
     pub audit_failures: IntCounter,
     /// `actgate_audit_queue_depth`.
     pub audit_queue_depth: IntGauge,
+    /// `actgate_audit_index_failures_total`: index writes that failed (the log has the
+    /// records; the index catches up at the next start).
+    pub audit_index_failures: IntCounter,
+    /// `actgate_audit_torn_repairs_total`: torn last records cut off at start.
+    pub audit_torn_repairs: IntCounter,
 }
 
 impl Default for Metrics {
@@ -218,6 +223,14 @@ impl Metrics {
             "actgate_audit_queue_depth",
             "Audit records waiting for the writer.",
         );
+        let audit_index_failures = plain_counter(
+            "actgate_audit_index_failures_total",
+            "Audit index writes that failed; the log has the records and the index catches up at the next start.",
+        );
+        let audit_torn_repairs = plain_counter(
+            "actgate_audit_torn_repairs_total",
+            "Torn last audit records (from a crash mid-write) cut off at start.",
+        );
         for result in ["hit", "miss"] {
             token_cache_lookups.with_label_values(&[result]);
         }
@@ -263,6 +276,8 @@ impl Metrics {
             audit_written,
             audit_failures,
             audit_queue_depth,
+            audit_index_failures,
+            audit_torn_repairs,
         }
     }
 

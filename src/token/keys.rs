@@ -193,6 +193,21 @@ impl KeySet {
     }
 }
 
+/// Every public key in a key directory, by kid (for verifying checkpoints without the secret
+/// keys).
+pub fn public_keys(dir: &Path) -> Result<AHashMap<String, Vec<u8>>, KeyError> {
+    let mut out = AHashMap::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        if path.extension().and_then(|e| e.to_str()) == Some("pub") {
+            let bytes = read_hex(&path, 32)?;
+            let public = AsymmetricPublicKey::<V4>::from(&bytes).map_err(|_| corrupt(&path))?;
+            out.insert(key_id(&public), bytes);
+        }
+    }
+    Ok(out)
+}
+
 fn corrupt(path: &Path) -> KeyError {
     KeyError::Corrupt {
         path: path.to_path_buf(),

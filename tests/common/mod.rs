@@ -4,6 +4,8 @@
 
 #[path = "policies.rs"]
 pub mod policies;
+#[path = "process.rs"]
+pub mod process;
 #[path = "upstream.rs"]
 pub mod upstream;
 

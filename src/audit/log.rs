@@ -1,0 +1,609 @@
+//! The audit log on disk: append-only JSON Lines segments with a hash chain and signed
+//! checkpoints.
+//!
+//! Owns the file format, crash recovery, appending with fsync, and verification. Layout under
+//! `<dataDir>/audit/`:
+//!
+//! - `segment-<first seq, 20 digits>.jsonl` — one record per line:
+//!   `{"prevHash": <hex SHA-256 of the previous line>, "seq": n, ...event}`. The first record
+//!   of the log has a `prevHash` of 64 zeros. `seq` increases by exactly one per record across
+//!   segments, so an edited, deleted, inserted or reordered record breaks the chain at the next
+//!   record. A segment is closed when it reaches `audit.segmentMaxBytes`.
+//! - `checkpoints.jsonl` — every `audit.checkpointEvery` records and at shutdown:
+//!   `{"seq", "hash", "time", "kid", "sig"}`, the Ed25519 signature (by the gateway's token
+//!   signing key) of `actgate-audit-checkpoint:v1:<seq>:<hash>`. A log that ends before a
+//!   checkpoint's `seq`, or whose record there hashes differently, was truncated or rewritten.
+//!   `actgate audit checkpoint` exports one to keep elsewhere, out of an intruder's reach.
+//!
+//! A crash can leave a torn last line; on open it is detected, copied aside
+//! (`<segment>.torn-<unix ms>`), cut off, and reported. Anything else that does not parse is
+//! corruption, and actgate refuses to start on it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::AuditEvent;
+
+/// The `prevHash` of the first record.
+pub const GENESIS: [u8; 32] = [0u8; 32];
+/// Checkpoint file name.
+pub const CHECKPOINTS: &str = "checkpoints.jsonl";
+
+/// One line of a segment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// Hex SHA-256 of the previous line's bytes.
+    pub prev_hash: String,
+    /// The event (its `seq` is the record's position).
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+/// A signed statement of the log's head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Sequence number of the record it covers.
+    pub seq: u64,
+    /// Hex SHA-256 of that record's line.
+    pub hash: String,
+    /// When it was made (RFC 3339).
+    pub time: String,
+    /// Signing key id.
+    pub kid: String,
+    /// Hex Ed25519 signature of [`Checkpoint::message`].
+    pub sig: String,
+}
+
+impl Checkpoint {
+    /// The signed bytes.
+    pub fn message(seq: u64, hash: &str) -> String {
+        format!("actgate-audit-checkpoint:v1:{seq}:{hash}")
+    }
+
+    /// Signs the head `(seq, hash)` with a 64-byte Ed25519 secret key.
+    pub fn sign(seq: u64, hash: &str, kid: &str, secret: &[u8]) -> Option<Checkpoint> {
+        let sk = ed25519_compact::SecretKey::from_slice(secret).ok()?;
+        let sig = sk.sign(Self::message(seq, hash), None);
+        Some(Checkpoint {
+            seq,
+            hash: hash.to_string(),
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            kid: kid.to_string(),
+            sig: hex::encode(sig.as_ref()),
+        })
+    }
+
+    /// Whether the signature is valid under the 32-byte public key.
+    pub fn verify(&self, public: &[u8]) -> bool {
+        let (Ok(pk), Ok(sig)) = (
+            ed25519_compact::PublicKey::from_slice(public),
+            hex::decode(&self.sig)
+                .map_err(|_| ())
+                .and_then(|b| ed25519_compact::Signature::from_slice(&b).map_err(|_| ())),
+        ) else {
+            return false;
+        };
+        pk.verify(Self::message(self.seq, &self.hash), &sig).is_ok()
+    }
+}
+
+/// Hash of one line (without its newline).
+pub fn line_hash(line: &[u8]) -> [u8; 32] {
+    Sha256::digest(line).into()
+}
+
+/// Segment files of `dir`, in log order.
+pub fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("segment-") && n.ends_with(".jsonl"))
+            })
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    out.sort();
+    Ok(out)
+}
+
+/// The first sequence number a segment's name declares.
+fn first_seq(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("segment-")?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("segment-{first_seq:020}.jsonl")
+}
+
+/// What opening the log found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes of a torn last line that were cut off (and copied aside).
+    pub torn_bytes: u64,
+    /// Where the torn bytes were copied.
+    pub torn_copy: Option<PathBuf>,
+}
+
+/// An open log, positioned at its end.
+pub struct LogFile {
+    dir: PathBuf,
+    file: File,
+    len: u64,
+    max_len: u64,
+    /// Sequence number of the last record (0 when empty).
+    pub last_seq: u64,
+    /// Hash of the last record's line (GENESIS when empty).
+    pub last_hash: [u8; 32],
+}
+
+/// Why the log could not be opened or appended to.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A complete line that is not a record, before the end of the last segment.
+    #[error(
+        "{path}: line {line} is not an audit record; the log is damaged (run `actgate audit verify`)"
+    )]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
+}
+
+impl LogFile {
+    /// Opens the log in `dir` (created 0700 if absent), repairing a torn last line.
+    pub fn open(dir: &Path, max_len: u64) -> Result<(LogFile, Recovery), LogError> {
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io_at(dir))?;
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_at(dir))?;
+        }
+        let segs = segments(dir).map_err(io_at(dir))?;
+        let mut recovery = Recovery::default();
+        let Some(last) = segs.last().cloned() else {
+            let path = dir.join(segment_name(1));
+            let file = open_append(&path)?;
+            sync_dir(dir)?;
+            return Ok((
+                LogFile {
+                    dir: dir.to_path_buf(),
+                    file,
+                    len: 0,
+                    max_len,
+                    last_seq: 0,
+                    last_hash: GENESIS,
+                },
+                recovery,
+            ));
+        };
+        let mut bytes = Vec::new();
+        File::open(&last)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io_at(&last))?;
+        // Walk complete lines; the first one that does not parse must be the tail.
+        let mut good_end = 0usize;
+        let mut last_line: Option<(u64, [u8; 32])> = None;
+        let mut line_no = 0usize;
+        let mut pos = 0usize;
+        while pos < bytes.len() {
+            let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') else {
+                break;
+            };
+            let line = &bytes[pos..pos + nl];
+            line_no += 1;
+            match serde_json::from_slice::<Record>(line) {
+                Ok(rec) => {
+                    last_line = Some((rec.event.seq, line_hash(line)));
+                    pos += nl + 1;
+                    good_end = pos;
+                }
+                Err(_) => {
+                    // Torn only if nothing after it parses either.
+                    let rest = &bytes[pos + nl + 1..];
+                    let later_record = rest
+                        .split(|b| *b == b'\n')
+                        .any(|l| serde_json::from_slice::<Record>(l).is_ok());
+                    if later_record {
+                        return Err(LogError::Corrupt {
+                            path: last.clone(),
+                            line: line_no,
+                        });
+                    }
+                    break;
+                }
+            }
+        }
+        if good_end < bytes.len() {
+            let torn = &bytes[good_end..];
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let copy = last.with_extension(format!("jsonl.torn-{stamp}"));
+            fs::write(&copy, torn).map_err(io_at(&copy))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&last)
+                .map_err(io_at(&last))?;
+            f.set_len(good_end as u64).map_err(io_at(&last))?;
+            f.sync_all().map_err(io_at(&last))?;
+            recovery.torn_bytes = torn.len() as u64;
+            recovery.torn_copy = Some(copy);
+        }
+        let (last_seq, last_hash) = match last_line {
+            Some(l) => l,
+            // An empty last segment: the head is the previous segment's last record.
+            None => match segs.len() {
+                1 => (0, GENESIS),
+                n => last_record(&segs[n - 2])?.unwrap_or((0, GENESIS)),
+            },
+        };
+        let file = open_append(&last)?;
+        Ok((
+            LogFile {
+                dir: dir.to_path_buf(),
+                file,
+                len: good_end as u64,
+                max_len,
+                last_seq,
+                last_hash,
+            },
+            recovery,
+        ))
+    }
+
+    /// Appends events (assigning their `seq`), then fsyncs. On error the file is cut back to
+    /// where it was and the head is unchanged, so a retry appends the same records again.
+    pub fn append(&mut self, events: &mut [AuditEvent]) -> Result<(), LogError> {
+        if self.len >= self.max_len {
+            self.rotate()?;
+        }
+        let mut buf = Vec::with_capacity(events.len() * 512);
+        let mut seq = self.last_seq;
+        let mut hash = self.last_hash;
+        for e in events.iter_mut() {
+            seq += 1;
+            e.seq = seq;
+            let start = buf.len();
+            let rec = RecordRef {
+                prev_hash: hex::encode(hash),
+                event: e,
+            };
+            serde_json::to_writer(&mut buf, &rec).map_err(|e| LogError::Io {
+                path: self.dir.clone(),
+                source: io::Error::other(e),
+            })?;
+            hash = line_hash(&buf[start..]);
+            buf.push(b'\n');
+        }
+        let path = self.dir.clone();
+        let result = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(source) = result {
+            // Roll back a partial write; the records will be appended again.
+            let _ = self.file.set_len(self.len);
+            let _ = self.file.seek(SeekFrom::Start(self.len));
+            return Err(LogError::Io { path, source });
+        }
+        self.len += buf.len() as u64;
+        self.last_seq = seq;
+        self.last_hash = hash;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<(), LogError> {
+        let path = self.dir.join(segment_name(self.last_seq + 1));
+        self.file.sync_all().map_err(io_at(&path))?;
+        self.file = open_append(&path)?;
+        sync_dir(&self.dir)?;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Appends a checkpoint of the current head to `checkpoints.jsonl` and fsyncs it.
+    pub fn checkpoint(&self, kid: &str, secret: &[u8]) -> Result<Option<Checkpoint>, LogError> {
+        if self.last_seq == 0 {
+            return Ok(None);
+        }
+        let Some(cp) = Checkpoint::sign(self.last_seq, &hex::encode(self.last_hash), kid, secret)
+        else {
+            return Ok(None);
+        };
+        let path = self.dir.join(CHECKPOINTS);
+        let mut f = open_append(&path)?;
+        let mut line = serde_json::to_vec(&cp).map_err(|e| LogError::Io {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        line.push(b'\n');
+        f.write_all(&line)
+            .and_then(|()| f.sync_data())
+            .map_err(io_at(&path))?;
+        Ok(Some(cp))
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordRef<'a> {
+    prev_hash: String,
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+}
+
+fn open_append(path: &Path) -> Result<File, LogError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_at(path))
+}
+
+/// The (seq, hash) of the last complete record of a segment.
+fn last_record(path: &Path) -> Result<Option<(u64, [u8; 32])>, LogError> {
+    let f = File::open(path).map_err(io_at(path))?;
+    let mut last = None;
+    for line in BufReader::new(f).split(b'\n') {
+        let line = line.map_err(io_at(path))?;
+        if let Ok(rec) = serde_json::from_slice::<Record>(&line) {
+            last = Some((rec.event.seq, line_hash(&line)));
+        }
+    }
+    Ok(last)
+}
+
+/// The (seq, hash) of the log's last complete record, or `None` for an empty log.
+pub fn head(dir: &Path) -> io::Result<Option<(u64, [u8; 32])>> {
+    let segs = segments(dir)?;
+    for seg in segs.iter().rev() {
+        match last_record(seg) {
+            Ok(Some(h)) => return Ok(Some(h)),
+            Ok(None) => continue,
+            Err(LogError::Io { source, .. }) => return Err(source),
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        }
+    }
+    Ok(None)
+}
+
+/// Reads every record with `seq > after`, in order, calling `f` for each (for re-indexing and
+/// `audit tail`). Stops at the first line that is not a record.
+pub fn read_from(dir: &Path, after: u64, mut f: impl FnMut(Record)) -> io::Result<()> {
+    let segs = segments(dir)?;
+    for (i, seg) in segs.iter().enumerate() {
+        // Skip segments that end before `after`: the next one starts at or before after + 1.
+        if segs
+            .get(i + 1)
+            .and_then(|next| first_seq(next))
+            .is_some_and(|first| first <= after + 1)
+        {
+            continue;
+        }
+        let file = File::open(seg)?;
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line?;
+            let Ok(rec) = serde_json::from_slice::<Record>(&line) else {
+                return Ok(());
+            };
+            if rec.event.seq > after {
+                f(rec);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The result of verifying a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Records checked.
+    pub records: u64,
+    /// Segments checked.
+    pub segments: usize,
+    /// Checkpoints whose signature and hash matched.
+    pub checkpoints: usize,
+    /// Last sequence number.
+    pub last_seq: u64,
+    /// Hash of the last record.
+    pub head: String,
+}
+
+/// The first thing wrong with a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when the problem is a line.
+    pub line: Option<usize>,
+    /// The sequence number expected or found there.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ", line {l}")?;
+        }
+        if let Some(s) = self.seq {
+            write!(f, ", seq {s}")?;
+        }
+        write!(f, ": {}", self.what)
+    }
+}
+
+/// Walks every segment checking the chain, then every checkpoint (the log's own and
+/// `extra`, e.g. an exported one) against the log and the public keys (`kid → key`).
+pub fn verify(
+    dir: &Path,
+    keys: &dyn Fn(&str) -> Option<Vec<u8>>,
+    extra: &[Checkpoint],
+) -> Result<Verified, Broken> {
+    let segs = segments(dir).map_err(|e| Broken {
+        file: dir.to_path_buf(),
+        line: None,
+        seq: None,
+        what: e.to_string(),
+    })?;
+    let mut expected_seq = 1u64;
+    let mut prev = GENESIS;
+    let mut hashes: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    let mut want_checkpoints: Vec<Checkpoint> = Vec::new();
+    let cp_path = dir.join(CHECKPOINTS);
+    if let Ok(f) = File::open(&cp_path) {
+        for (i, line) in BufReader::new(f).lines().enumerate() {
+            let line = line.map_err(|e| Broken {
+                file: cp_path.clone(),
+                line: Some(i + 1),
+                seq: None,
+                what: e.to_string(),
+            })?;
+            let cp: Checkpoint = serde_json::from_str(&line).map_err(|_| Broken {
+                file: cp_path.clone(),
+                line: Some(i + 1),
+                seq: None,
+                what: "not a checkpoint".into(),
+            })?;
+            want_checkpoints.push(cp);
+        }
+    }
+    want_checkpoints.extend(extra.iter().cloned());
+    let wanted: std::collections::HashSet<u64> = want_checkpoints.iter().map(|c| c.seq).collect();
+    for (i, seg) in segs.iter().enumerate() {
+        let first = first_seq(seg);
+        let mut bytes = Vec::new();
+        File::open(seg)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| Broken {
+                file: seg.clone(),
+                line: None,
+                seq: None,
+                what: e.to_string(),
+            })?;
+        if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+            return Err(Broken {
+                file: seg.clone(),
+                line: Some(bytes.split(|b| *b == b'\n').count()),
+                seq: Some(expected_seq),
+                what: "the last line is incomplete (torn write or truncation)".into(),
+            });
+        }
+        if first != Some(expected_seq) && !(bytes.is_empty() && i == segs.len() - 1) {
+            return Err(Broken {
+                file: seg.clone(),
+                line: None,
+                seq: Some(expected_seq),
+                what: format!(
+                    "segment should start at seq {expected_seq}; a segment is missing or renamed"
+                ),
+            });
+        }
+        let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+        // The text ends with a newline, so the last piece is empty.
+        for (n, line) in lines[..lines.len() - 1].iter().enumerate() {
+            let line: &[u8] = line;
+            let at = |what: String| Broken {
+                file: seg.clone(),
+                line: Some(n + 1),
+                seq: Some(expected_seq),
+                what,
+            };
+            let rec: Record =
+                serde_json::from_slice(line).map_err(|_| at("not an audit record".into()))?;
+            if rec.event.seq != expected_seq {
+                return Err(at(format!(
+                    "seq is {}, expected {expected_seq}: a record was deleted, inserted or reordered",
+                    rec.event.seq
+                )));
+            }
+            if rec.prev_hash != hex::encode(prev) {
+                return Err(at(
+                    "prevHash does not match the previous record: a record before this one was edited or removed"
+                        .into(),
+                ));
+            }
+            prev = line_hash(line);
+            if wanted.contains(&expected_seq) {
+                hashes.insert(expected_seq, hex::encode(prev));
+            }
+            expected_seq += 1;
+        }
+    }
+    let last_seq = expected_seq - 1;
+    let mut checkpoints = 0;
+    for cp in &want_checkpoints {
+        let bad = |what: String| Broken {
+            file: cp_path.clone(),
+            line: None,
+            seq: Some(cp.seq),
+            what,
+        };
+        let Some(public) = keys(&cp.kid) else {
+            return Err(bad(format!("checkpoint signed by unknown key {}", cp.kid)));
+        };
+        if !cp.verify(&public) {
+            return Err(bad("checkpoint signature is invalid".into()));
+        }
+        match hashes.get(&cp.seq) {
+            None => {
+                return Err(bad(format!(
+                    "the log ends at seq {last_seq} but a signed checkpoint covers seq {}: records were truncated",
+                    cp.seq
+                )));
+            }
+            Some(h) if *h != cp.hash => {
+                return Err(bad("the record at this checkpoint was rewritten".into()));
+            }
+            Some(_) => checkpoints += 1,
+        }
+    }
+    Ok(Verified {
+        records: last_seq,
+        segments: segs.len(),
+        checkpoints,
+        last_seq,
+        head: hex::encode(prev),
+    })
+}
