@@ -144,13 +144,20 @@ impl Gateway {
         create_dir_private(&data).map_err(|e| StartError::DataDir(e.to_string()))?;
         let keys = KeySet::load_or_create(&data.join("keys"))?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data)?);
-        let metrics = Metrics::new();
+        let metrics = if config.metrics.per_agent_labels {
+            Metrics::with_agent_labels(config.metrics.max_agent_labels)
+        } else {
+            Metrics::new()
+        };
         let tokens = Tokens::new(
             keys,
             config.tokens.cache_capacity,
             config.tokens.clock_skew,
             config.tokens.max_concurrent_verifications,
         );
+        if config.audit.durability == crate::config::Durability::Off {
+            tracing::warn!("audit.durability is off: decisions are NOT recorded in the audit log");
+        }
         let audit_dir = data.join("audit");
         let (log, recovery) = LogFile::open(&audit_dir, config.audit.segment_max_bytes)
             .map_err(|e| StartError::Audit(e.to_string()))?;
@@ -416,6 +423,9 @@ impl Gateway {
                 .inc();
         }
         let claims = claims.ok();
+        if let Some(c) = claims {
+            self.metrics.agent_decision(&c.agent, decision.verdict());
+        }
         Outcome {
             reason,
             message: decision.message(),

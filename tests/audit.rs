@@ -125,7 +125,11 @@ async fn an_intact_log_verifies_and_every_kind_of_tampering_is_found_and_located
     let t = copy(dir.path());
     let mut cut = 2;
     while cut > 0 {
-        let last = log::segments(&audit_dir(t.path())).unwrap().last().unwrap().clone();
+        let last = log::segments(&audit_dir(t.path()))
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
         let mut lines = lines_of(&last);
         if lines.len() > cut {
             lines.truncate(lines.len() - cut);

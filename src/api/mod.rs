@@ -217,8 +217,13 @@ async fn count(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Resp
     };
     let gauge = gw.metrics.in_flight.with_label_values(&["api"]);
     gauge.inc();
-    let resp = next.run(req).await;
+    let request_id = crate::ids::new_id("req_");
+    let span = tracing::info_span!("api", request_id = %request_id);
+    let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
     gauge.dec();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-act-request-id", v);
+    }
     gw.metrics
         .api_requests
         .with_label_values(&[method, status_class(resp.status().as_u16())])

@@ -185,6 +185,7 @@ impl AuditSink {
                 (Some(tx), Some(rx))
             }
             Durability::Batched => (None, None),
+            Durability::Off => return Ok(()),
         };
         let job = Job { event, done };
         let sent = match self.on_full {
@@ -214,6 +215,9 @@ impl AuditSink {
     /// request was already forwarded, so refusing it is no longer possible), never awaited to
     /// disk. Fails only when the writer has stopped.
     pub async fn record_outcome(&self, event: AuditEvent) -> Result<(), AuditError> {
+        if self.durability == Durability::Off {
+            return Ok(());
+        }
         let job = Job { event, done: None };
         if self.tx.send(job).await.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);

@@ -97,6 +97,9 @@ pub enum Durability {
     Strict,
     /// fsync'd every `flushInterval`.
     Batched,
+    /// No audit records at all (benchmark baselines, or when another layer audits).
+    /// Decisions are still logged and counted; actgate warns at start.
+    Off,
 }
 
 /// What a full audit queue does.
@@ -150,6 +153,16 @@ pub struct Limits {
     pub drain_timeout: Duration,
 }
 
+/// Metrics options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Count decisions per agent id (`actgate_agent_decisions_total`); off by default, since
+    /// agent ids are unbounded.
+    pub per_agent_labels: bool,
+    /// Most distinct agent ids labelled; the rest count as `other`.
+    pub max_agent_labels: usize,
+}
+
 /// One upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -180,6 +193,8 @@ pub struct Config {
     pub audit: AuditSettings,
     /// Request limits.
     pub limits: Limits,
+    /// Metrics options.
+    pub metrics: MetricsSettings,
     /// Upstreams by name.
     pub upstreams: BTreeMap<String, Upstream>,
     /// Routes, matched.
@@ -264,6 +279,7 @@ impl Config {
         let tokens = compile_tokens(take("tokens"), &mut p);
         let audit = compile_audit(take("audit"), &mut p);
         let limits = compile_limits(take("limits"), &mut p);
+        let metrics = compile_metrics(take("metrics"), &mut p);
         let upstreams = compile_upstreams(take("upstreams"), &mut p);
         let routes = compile_routes(take("routes"), &upstreams, &mut p);
         let policies = compile_policies(take("policies"), &tenant, &mut p);
@@ -278,6 +294,7 @@ impl Config {
             tokens,
             audit,
             limits,
+            metrics,
             upstreams,
             routes: Arc::new(routes),
             policies,
@@ -576,6 +593,18 @@ fn compile_limits(v: Option<Value>, p: &mut Problems) -> Limits {
         p.push("limits.idleTimeout", "must be more than 0s");
     }
     l
+}
+
+fn compile_metrics(v: Option<Value>, p: &mut Problems) -> MetricsSettings {
+    let raw = typed::<RawMetrics>(v, "metrics", p).unwrap_or_default();
+    let m = MetricsSettings {
+        per_agent_labels: raw.per_agent_labels.unwrap_or(false),
+        max_agent_labels: raw.max_agent_labels.unwrap_or(100) as usize,
+    };
+    if !(1..=10_000).contains(&m.max_agent_labels) {
+        p.push("metrics.maxAgentLabels", "must be between 1 and 10000");
+    }
+    m
 }
 
 fn compile_upstreams(v: Option<Value>, p: &mut Problems) -> BTreeMap<String, Upstream> {

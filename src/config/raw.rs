@@ -89,6 +89,14 @@ pub struct RawLimits {
     pub drain_timeout: Option<Dur>,
 }
 
+/// `metrics:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawMetrics {
+    pub per_agent_labels: Option<bool>,
+    pub max_agent_labels: Option<u64>,
+}
+
 /// One upstream.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -136,6 +144,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "tokens",
     "audit",
     "limits",
+    "metrics",
     "upstreams",
     "routes",
     "policies",

@@ -42,6 +42,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
 
 use crate::audit::{AuditEvent, EventKind, Source, now_stamp};
 use crate::gateway::{Gateway, Outcome};
@@ -178,7 +179,12 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let request_id = new_id("req_");
         let mut log = RequestLog::new(&self.gw, &request_id, req.method().clone());
-        match self.stages(req, peer, &request_id, &mut log).await {
+        let span = tracing::info_span!("request", request_id = %request_id);
+        match self
+            .stages(req, peer, &request_id, &mut log)
+            .instrument(span)
+            .await
+        {
             Ok(resp) => {
                 log.status = resp.status();
                 resp

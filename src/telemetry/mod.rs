@@ -72,11 +72,60 @@ pub struct Metrics {
     pub audit_index_failures: IntCounter,
     /// `actgate_audit_torn_repairs_total`: torn last records cut off at start.
     pub audit_torn_repairs: IntCounter,
+    /// `actgate_agent_decisions_total{agent, decision}`, only with `metrics.perAgentLabels`.
+    agent_decisions: Option<AgentLabels>,
+}
+
+/// Per-agent decision counts with a cap on distinct agents.
+struct AgentLabels {
+    counter: IntCounterVec,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    max: usize,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Metrics {
+    /// Metrics with per-agent decision counts for at most `max_agents` agents (the rest are
+    /// `other`).
+    pub fn with_agent_labels(max_agents: usize) -> Metrics {
+        let mut m = Metrics::new();
+        let counter = IntCounterVec::new(
+            Opts::new(
+                "actgate_agent_decisions_total",
+                "Decisions per agent (first metrics.maxAgentLabels agents; the rest are `other`).",
+            ),
+            &["agent", "decision"],
+        )
+        .expect("metric definition");
+        m.registry
+            .register(Box::new(counter.clone()))
+            .expect("unique metric");
+        m.agent_decisions = Some(AgentLabels {
+            counter,
+            seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+            max: max_agents,
+        });
+        m
+    }
+
+    /// Counts a decision for an agent, when per-agent labels are on.
+    pub fn agent_decision(&self, agent: &str, decision: &str) {
+        let Some(labels) = &self.agent_decisions else {
+            return;
+        };
+        let known = {
+            let Ok(mut seen) = labels.seen.lock() else {
+                return;
+            };
+            seen.contains(agent) || (seen.len() < labels.max && seen.insert(agent.to_string()))
+        };
+        let label = if known { agent } else { "other" };
+        labels.counter.with_label_values(&[label, decision]).inc();
     }
 }
 
@@ -278,6 +327,7 @@ impl Metrics {
             audit_queue_depth,
             audit_index_failures,
             audit_torn_repairs,
+            agent_decisions: None,
         }
     }
 
