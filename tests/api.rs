@@ -744,3 +744,58 @@ async fn health_and_readiness() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn token_issue_and_key_rotation_from_the_cli() {
+    use common::process::actgate;
+    let gw = TestGateway::start("").await;
+    gw.raw_post("/v1/policies", KEY, "application/json", SEED_POLICY)
+        .await;
+    let agent = gw.agent().await;
+    let config = gw.dir.path().join("actgate.yaml");
+    std::fs::write(&config, common::config_yaml(&gw.data_dir(), "")).unwrap();
+    let cfg = config.to_str().unwrap();
+    // A script-issued token works like an API-issued one.
+    let (code, out, err) = actgate(&[
+        "token", "issue", "--config", cfg, "--agent", &agent, "--ttl", "10m",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let token = out.trim().to_string();
+    assert!(token.starts_with("v4.public."));
+    assert!(err.contains("tok_") && !err.contains(&token), "{err}");
+    assert_eq!(
+        gw.enforce(&token, "read", "api://crm/customers/1", json!({}))
+            .await["decision"],
+        "allowed"
+    );
+    let (code, _, err) = actgate(&["token", "issue", "--config", cfg, "--agent", "agent_nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not registered"), "{err}");
+    let (code, _, err) = actgate(&[
+        "token", "issue", "--config", cfg, "--agent", &agent, "--ttl", "48h",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("tokens.maxTtl"), "{err}");
+    // Rotation: a new signing key; after a restart old tokens still verify, new ones use it.
+    let (code, out, _) = actgate(&["keys", "rotate", "--config", cfg]);
+    assert_eq!(code, 0);
+    assert!(out.contains("is active"), "{out}");
+    let dir = gw.stop().await;
+    let gw = TestGateway::start_in(dir, "").await;
+    assert_eq!(
+        gw.enforce(&token, "read", "api://crm/customers/1", json!({}))
+            .await["decision"],
+        "allowed"
+    );
+    let (new_token, _) = gw.token(&agent).await;
+    assert_ne!(
+        token.rsplit('.').next(),
+        new_token.rsplit('.').next(),
+        "signed under the new kid"
+    );
+    assert_eq!(
+        gw.enforce(&new_token, "read", "api://crm/customers/1", json!({}))
+            .await["decision"],
+        "allowed"
+    );
+}

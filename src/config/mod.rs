@@ -501,10 +501,11 @@ fn compile_audit(v: Option<Value>, p: &mut Problems) -> AuditSettings {
     let durability = match raw.durability.as_deref() {
         None | Some("batched") => Durability::Batched,
         Some("strict") => Durability::Strict,
+        Some("off") => Durability::Off,
         Some(other) => {
             p.push(
                 "audit.durability",
-                format!("`{other}` is not a mode; use `strict` or `batched`"),
+                format!("`{other}` is not a mode; use `strict`, `batched` or `off`"),
             );
             Durability::Batched
         }
