@@ -45,6 +45,9 @@ pub enum StartError {
     /// The audit log cannot be opened or does not match its index.
     #[error("audit log: {0}")]
     Audit(String),
+    /// A TLS certificate, key or CA bundle does not load.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// Brings the store's audit index up to the log (after a crash between the log commit and the
@@ -108,8 +111,6 @@ pub enum Refresh {
 
 /// The gateway.
 pub struct Gateway {
-    /// The config it was started with.
-    pub config: Config,
     /// Persistent state.
     pub store: Arc<dyn Store>,
     /// Token issue and verification.
@@ -190,12 +191,14 @@ impl Gateway {
             tokens,
             audit,
             metrics,
-            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                config: Arc::new(config),
+                ..Snapshot::default()
+            }),
             api_keys: ArcSwap::from_pointee(AHashMap::new()),
             writes: tokio::sync::Mutex::new(()),
             // Versions keep increasing across restarts: start from the clock (ms).
             version: AtomicU64::new(crate::audit::now_stamp().1.max(0) as u64),
-            config,
         });
         gw.load_api_keys(&data).await?;
         gw.refresh(Refresh::Policies)
@@ -205,8 +208,9 @@ impl Gateway {
     }
 
     async fn load_api_keys(&self, data: &Path) -> Result<(), StartError> {
+        let config = self.config();
         let mut map: AHashMap<[u8; 32], ApiKeyRecord> = AHashMap::new();
-        for k in &self.config.api_keys {
+        for k in &config.api_keys {
             let hash = match &k.source {
                 KeySource::Sha256(h) => Some(*h),
                 KeySource::Env(var) => match std::env::var(var) {
@@ -239,12 +243,12 @@ impl Gateway {
             write_atomic(&path, format!("{key}\n").as_bytes(), 0o600)?;
             let rec = ApiKeyRecord {
                 hash: hash_key(&key),
-                tenant: self.config.tenant.clone(),
+                tenant: config.tenant.clone(),
                 name: "generated-admin".into(),
             };
             self.store.put_api_key(&rec).await?;
             map.insert(rec.hash, rec);
-            tracing::warn!(path = %path.display(), tenant = %self.config.tenant, "no API key configured: generated one (read it from the file; it is not logged)");
+            tracing::warn!(path = %path.display(), tenant = %config.tenant, "no API key configured: generated one (read it from the file; it is not logged)");
         }
         self.api_keys.store(Arc::new(map));
         Ok(())
@@ -270,18 +274,102 @@ impl Gateway {
         self.writes.lock().await
     }
 
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.snapshot.load().config)
+    }
+
     /// The config policies of a tenant.
-    pub fn config_policies(&self, tenant: &str) -> impl Iterator<Item = &Policy> {
-        self.config
+    pub fn config_policies(&self, tenant: &str) -> Vec<Policy> {
+        self.config()
             .policies
             .iter()
-            .filter(move |p| p.tenant == tenant)
+            .filter(|p| p.tenant == tenant)
+            .cloned()
+            .collect()
     }
 
     /// Rebuilds the snapshot from the config and the store and swaps it in. On error the old
     /// snapshot stays and the error says why.
     pub async fn refresh(&self, what: Refresh) -> Result<u64, String> {
-        let result = self.build(what).await;
+        self.swap(self.build(what, None).await)
+    }
+
+    /// Applies a new config (live reload): validated already, compiled here off the hot path
+    /// with new upstream clients, swapped atomically. Settings that only a restart can change
+    /// (listeners, dataDir, TLS, audit, token cache) make the reload fail; the old config
+    /// keeps serving either way until a new one is in.
+    pub async fn reload(&self, new: Config) -> Result<u64, String> {
+        let _guard = self.writes.lock().await;
+        let old = self.config();
+        let mut fixed = Vec::new();
+        if new.listen != old.listen {
+            fixed.push("listen");
+        }
+        if new.data_dir != old.data_dir {
+            fixed.push("dataDir");
+        }
+        if new.tls != old.tls {
+            fixed.push("tls");
+        }
+        if new.audit != old.audit {
+            fixed.push("audit");
+        }
+        if new.tokens.cache_capacity != old.tokens.cache_capacity
+            || new.tokens.max_concurrent_verifications != old.tokens.max_concurrent_verifications
+        {
+            fixed.push("tokens.cacheCapacity/maxConcurrentVerifications");
+        }
+        if new.metrics != old.metrics {
+            fixed.push("metrics");
+        }
+        if !fixed.is_empty() {
+            self.metrics.reloads.with_label_values(&["error"]).inc();
+            let e = format!("{} changed: restart actgate to apply", fixed.join(", "));
+            tracing::error!(error = %e, "config reload refused; the previous config keeps serving");
+            return Err(e);
+        }
+        let new = Arc::new(new);
+        let version = self.swap(self.build(Refresh::Policies, Some(Arc::clone(&new))).await)?;
+        self.rebuild_config_keys(&new).await;
+        tracing::info!(version, config = %new.origin, "config reloaded");
+        Ok(version)
+    }
+
+    /// Recomputes the API keys after a reload: the config's keys plus the stored ones.
+    async fn rebuild_config_keys(&self, config: &Config) {
+        let mut map: AHashMap<[u8; 32], ApiKeyRecord> = AHashMap::new();
+        for k in &config.api_keys {
+            let hash = match &k.source {
+                KeySource::Sha256(h) => Some(*h),
+                KeySource::Env(var) => std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| hash_key(&v)),
+            };
+            if let Some(hash) = hash {
+                map.insert(
+                    hash,
+                    ApiKeyRecord {
+                        hash,
+                        tenant: k.tenant.clone(),
+                        name: k.name.clone(),
+                    },
+                );
+            }
+        }
+        match self.store.api_keys().await {
+            Ok(stored) => {
+                for k in stored {
+                    map.insert(k.hash, k);
+                }
+                self.api_keys.store(Arc::new(map));
+            }
+            Err(e) => tracing::error!(error = %e, "API keys not reloaded: store unavailable"),
+        }
+    }
+
+    fn swap(&self, result: Result<Snapshot, String>) -> Result<u64, String> {
         match result {
             Ok(snapshot) => {
                 let version = snapshot.version;
@@ -298,8 +386,19 @@ impl Gateway {
         }
     }
 
-    async fn build(&self, what: Refresh) -> Result<Snapshot, String> {
+    async fn build(
+        &self,
+        what: Refresh,
+        new_config: Option<Arc<Config>>,
+    ) -> Result<Snapshot, String> {
         let current = self.snapshot.load_full();
+        let fresh = new_config.is_some() || current.version == 0;
+        let config = new_config.unwrap_or_else(|| Arc::clone(&current.config));
+        let upstreams = if fresh {
+            Arc::new(crate::proxy::forward::Upstreams::build(&config)?)
+        } else {
+            Arc::clone(&current.upstreams)
+        };
         let agents = self.store.all_agents().await.map_err(|e| e.to_string())?;
         let revoked = self
             .store
@@ -307,10 +406,10 @@ impl Gateway {
             .await
             .map_err(|e| e.to_string())?;
         let policies = match what {
-            Refresh::AgentsAndRevocations if current.version > 0 => Arc::clone(&current.policies),
+            Refresh::AgentsAndRevocations if !fresh => Arc::clone(&current.policies),
             _ => {
                 let stored = self.store.all_policies().await.map_err(|e| e.to_string())?;
-                let mut list: Vec<Policy> = self.config.policies.clone();
+                let mut list: Vec<Policy> = config.policies.clone();
                 let mut problems = Problems::new();
                 for sp in &stored {
                     let at = format!("stored policy {}", sp.id());
@@ -341,6 +440,8 @@ impl Gateway {
                 (
                     a.id.into_boxed_str(),
                     AgentState {
+                        sender_constrained: a.metadata.get("senderConstrained")
+                            == Some(&serde_json::Value::Bool(true)),
                         tenant: a.tenant.into_boxed_str(),
                         active: a.status == AgentStatus::Active,
                     },
@@ -350,8 +451,10 @@ impl Gateway {
         let revoked = revoked.into_iter().map(String::into_boxed_str).collect();
         Ok(Snapshot {
             version: self.version.fetch_add(1, Ordering::SeqCst) + 1,
+            routes: Arc::clone(&config.routes),
+            config,
+            upstreams,
             policies,
-            routes: Arc::clone(&self.config.routes),
             agents: Arc::new(agents),
             revoked: Arc::new(revoked),
         })

@@ -29,8 +29,12 @@
 //! - [`audit`]: audit events, the bounded queue and the writer.
 //! - [`telemetry`]: Prometheus metrics (one injected `Metrics`) and tracing setup.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`server`]: binds the listeners, serves, drains on shutdown.
+//! - [`server`]: binds the listeners, serves, reloads, drains on shutdown.
+//! - [`listener`]: accept, connection limit, TLS handshake, HTTP/1.1 + HTTP/2 with limits,
+//!   graceful drain; shared by the proxy and the API.
 //! - [`demo`]: `actgate demo`, the product in one command with built-in demo upstreams.
+//! - [`tls`]: rustls configs for listeners and upstreams, certificate reload, client
+//!   identities for sender-constrained tokens.
 //! - [`json`]: strict JSON parsing (duplicate keys and deep nesting refused).
 //! - [`ids`]: random identifiers.
 //! - [`error`]: validation problems shared by every boundary.
@@ -46,10 +50,12 @@ pub mod error;
 pub mod gateway;
 pub mod ids;
 pub mod json;
+pub mod listener;
 pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod token;

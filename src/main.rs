@@ -368,20 +368,28 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(config = %origin, "ready; stop with Ctrl-C or SIGTERM");
-    wait_for_signal().await;
+    tracing::info!(config = %origin, "ready; SIGHUP reloads the config, Ctrl-C or SIGTERM stops");
+    wait_for_signal(&running).await;
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT; SIGHUP asks for a reload and keeps waiting.
+async fn wait_for_signal(running: &actgate::server::Running) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: checking the config and TLS files");
+                running.reload();
+            }
+        }
     }
 }
 

@@ -1,19 +1,23 @@
-//! Running actgate: bind the listeners, serve until told to stop, drain, shut down.
+//! Running actgate: bind the listeners, serve until told to stop, reload on change, drain,
+//! shut down.
 //!
 //! [`start`] takes a validated config, opens the gateway, binds every listener (port 0 is
 //! fine: the bound addresses are reported back), and returns a [`Running`] handle; tests use
-//! it directly, `actgate serve` wraps it with signal handling.
+//! it directly, `actgate serve` wraps it with signal handling (SIGHUP reloads, SIGTERM and
+//! SIGINT drain and stop).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::gateway::{Background, Gateway, StartError};
+use crate::tls::ServerTls;
 
 /// A running gateway.
 pub struct Running {
@@ -26,6 +30,7 @@ pub struct Running {
     /// The shared state.
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
+    reload_now: Arc<Notify>,
     servers: JoinSet<()>,
     background: Background,
     drain: Duration,
@@ -37,53 +42,90 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
         .map_err(|e| StartError::DataDir(format!("cannot listen on {addr} ({what}): {e}")))
 }
 
+fn tls_for(
+    settings: &Option<crate::config::TlsSettings>,
+) -> Result<Option<Arc<ServerTls>>, StartError> {
+    settings
+        .as_ref()
+        .map(|s| ServerTls::new(s.clone()).map(Arc::new))
+        .transpose()
+        .map_err(StartError::Tls)
+}
+
 /// Starts every listener.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let proxy_listener = bind(config.listen.proxy, "listen.proxy").await?;
     let api_listener = bind(config.listen.api, "listen.api").await?;
     let admin_listener = bind(config.listen.admin, "listen.admin").await?;
     let drain = config.limits.drain_timeout;
+    let proxy_tls = tls_for(&config.tls.proxy)?;
+    let api_tls = tls_for(&config.tls.api)?;
+    let config_path = (config.origin != "embedded")
+        .then(|| PathBuf::from(&config.origin))
+        .filter(|p| p.is_file());
+    let reload = config.reload.clone();
+    let api_limits = config.limits.clone();
     let (gateway, background) = Gateway::open(config).await?;
-    let api = api_listener
-        .local_addr()
-        .map_err(|e| StartError::DataDir(e.to_string()))?;
-    let admin = admin_listener
-        .local_addr()
-        .map_err(|e| StartError::DataDir(e.to_string()))?;
-    let proxy = proxy_listener
-        .local_addr()
-        .map_err(|e| StartError::DataDir(e.to_string()))?;
-    let (stop, _) = watch::channel(false);
-    let mut servers = JoinSet::new();
-    for (listener, router, name) in [
-        (
-            api_listener,
-            crate::api::router(Arc::clone(&gateway)),
-            "api",
-        ),
-        (
-            admin_listener,
-            crate::admin::router(Arc::clone(&gateway)),
-            "admin",
-        ),
-    ] {
-        let mut rx = stop.subscribe();
-        servers.spawn(async move {
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(listener = name, error = %e, "listener failed");
-            }
-        });
-    }
-    servers.spawn(watch_keys(Arc::clone(&gateway), stop.subscribe()));
-    servers.spawn(
-        crate::proxy::Proxy::new(Arc::clone(&gateway)).serve(proxy_listener, stop.subscribe()),
+    let addr = |l: &TcpListener| {
+        l.local_addr()
+            .map_err(|e| StartError::DataDir(e.to_string()))
+    };
+    let (proxy, api, admin) = (
+        addr(&proxy_listener)?,
+        addr(&api_listener)?,
+        addr(&admin_listener)?,
     );
+    let (stop, _) = watch::channel(false);
+    let reload_now = Arc::new(Notify::new());
+    let mut servers = JoinSet::new();
+
+    servers.spawn(crate::proxy::Proxy::new(Arc::clone(&gateway)).serve(
+        proxy_listener,
+        proxy_tls.clone(),
+        stop.subscribe(),
+    ));
+    let router = crate::api::router(Arc::clone(&gateway));
+    let opts = crate::listener::Options {
+        name: "api",
+        limits: api_limits,
+        tls: api_tls.clone(),
+        rejected: gateway
+            .metrics
+            .connections_rejected
+            .with_label_values(&["api"]),
+    };
+    servers.spawn(crate::listener::serve(
+        api_listener,
+        opts,
+        move |_, _| hyper_util::service::TowerToHyperService::new(router.clone()),
+        stop.subscribe(),
+    ));
+    let admin_router = crate::admin::router(Arc::clone(&gateway));
+    let mut rx = stop.subscribe();
+    servers.spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(admin_listener, admin_router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(listener = "admin", error = %e, "listener failed");
+        }
+    });
+    servers.spawn(watch_keys(Arc::clone(&gateway), stop.subscribe()));
+    let tls: Vec<(&'static str, Arc<ServerTls>)> = [("proxy", proxy_tls), ("api", api_tls)]
+        .into_iter()
+        .filter_map(|(n, t)| t.map(|t| (n, t)))
+        .collect();
+    servers.spawn(watch_files(
+        Arc::clone(&gateway),
+        config_path,
+        tls,
+        reload,
+        Arc::clone(&reload_now),
+        stop.subscribe(),
+    ));
     tracing::info!(%proxy, %api, %admin, "actgate listening");
     Ok(Running {
         proxy,
@@ -91,6 +133,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin,
         gateway,
         stop,
+        reload_now,
         servers,
         background,
         drain,
@@ -98,11 +141,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 impl Running {
+    /// Checks the config file and TLS files now (SIGHUP), instead of at the next interval.
+    pub fn reload(&self) {
+        self.reload_now.notify_one();
+    }
+
     /// Stops accepting, lets in-flight requests finish within the drain deadline, then
     /// flushes the audit log.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        let drained = tokio::time::timeout(self.drain, async {
+        let drained = tokio::time::timeout(self.drain + Duration::from_secs(1), async {
             while self.servers.join_next().await.is_some() {}
         })
         .await;
@@ -127,6 +175,74 @@ impl Running {
     }
 }
 
+fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Live reload: every `reload.interval` (or at once on SIGHUP) the config file and the TLS
+/// files are checked. A changed config is loaded and validated off the hot path, then
+/// applied atomically; an invalid one is refused, logged and counted, and the old one keeps
+/// serving. Changed certificates are loaded for new connections.
+async fn watch_files(
+    gateway: Arc<Gateway>,
+    config_path: Option<PathBuf>,
+    tls: Vec<(&'static str, Arc<ServerTls>)>,
+    reload: crate::config::ReloadSettings,
+    now: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut seen = config_path.as_deref().and_then(stamp);
+    loop {
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(reload.interval), if reload.watch => false,
+            _ = now.notified() => true,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        for (name, t) in &tls {
+            match t.reload_if_changed() {
+                Ok(true) => {
+                    tracing::info!(listener = name, "TLS certificate reloaded");
+                    gateway
+                        .metrics
+                        .tls_reloads
+                        .with_label_values(&[name, "ok"])
+                        .inc();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(listener = name, error = %e, "TLS files changed but do not load; keeping the current certificate");
+                    gateway
+                        .metrics
+                        .tls_reloads
+                        .with_label_values(&[name, "error"])
+                        .inc();
+                }
+            }
+        }
+        let Some(path) = &config_path else { continue };
+        let current = stamp(path);
+        if !forced && current == seen {
+            continue;
+        }
+        seen = current;
+        let loaded = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || Config::load(&path)).await
+        };
+        match loaded {
+            Ok(Ok(config)) => {
+                let _ = gateway.reload(config).await;
+            }
+            Ok(Err(e)) => {
+                gateway.metrics.reloads.with_label_values(&["error"]).inc();
+                tracing::error!(config = %path.display(), error = %e, "config reload refused: invalid; the previous config keeps serving");
+            }
+            Err(e) => tracing::error!(error = %e, "config reload task failed"),
+        }
+    }
+}
+
 /// How often the key directory is checked for a rotation.
 const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -134,11 +250,11 @@ const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// key, the key set is reloaded (old keys keep verifying). A failed reload keeps the current
 /// keys and is logged.
 async fn watch_keys(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
-    let dir = gateway.config.data_dir.join("keys");
+    let dir = gateway.config().data_dir.join("keys");
     loop {
         tokio::select! {
             _ = tokio::time::sleep(KEY_CHECK_INTERVAL) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
         }
         let active = tokio::fs::read_to_string(dir.join("active")).await;
         let current = gateway

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use ahash::{AHashMap, AHashSet};
 
+use crate::config::Config;
 use crate::policy::{Decision, PolicySet, Principal, Query, Reason};
+use crate::proxy::forward::Upstreams;
 use crate::proxy::route::RouteTable;
 use crate::token::Claims;
 
@@ -20,6 +22,9 @@ pub struct AgentState {
     pub tenant: Box<str>,
     /// False once revoked.
     pub active: bool,
+    /// Its tokens are honoured only from a client certificate of its own (agent metadata
+    /// `senderConstrained: true`).
+    pub sender_constrained: bool,
 }
 
 /// The compiled state decisions are made against.
@@ -27,10 +32,14 @@ pub struct AgentState {
 pub struct Snapshot {
     /// Increases with every swap; carried by every audit event.
     pub version: u64,
+    /// The config in force (routes, limits, upstreams, policies as code).
+    pub config: Arc<Config>,
     /// Config and API policies, indexed.
     pub policies: Arc<PolicySet>,
     /// Proxy routes.
     pub routes: Arc<RouteTable>,
+    /// Upstream clients, built from `config`.
+    pub upstreams: Arc<Upstreams>,
     /// Registered agents by id.
     pub agents: Arc<AHashMap<Box<str>, AgentState>>,
     /// Revoked token ids (until they expire).
@@ -120,6 +129,7 @@ mod tests {
             AgentState {
                 tenant: "t".into(),
                 active,
+                sender_constrained: false,
             },
         );
         Snapshot {

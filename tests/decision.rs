@@ -394,6 +394,7 @@ fn reason_codes_are_the_documented_ones() {
             "token_revoked",
             "agent_revoked",
             "tenant_mismatch",
+            "sender_mismatch",
             "explicit_deny",
             "constraint_violated",
             "no_matching_policy",

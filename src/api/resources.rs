@@ -178,7 +178,7 @@ fn check_config_clash(gw: &Gateway, tenant: &str, id: &str, name: &str) -> Resul
         if cp.id == id {
             return Err(ApiError::Conflict(format!(
                 "policy {id} is defined in the config file ({}); edit it there",
-                gw.config.origin
+                gw.config().origin
             )));
         }
         if cp.name == name {
@@ -242,8 +242,9 @@ pub(super) async fn list_policies(
 ) -> Result<Json<Value>, ApiError> {
     let mut out: Vec<PolicyView> = gw
         .config_policies(&caller.tenant)
+        .into_iter()
         .map(|p| PolicyView {
-            policy: p.clone(),
+            policy: p,
             created_at: None,
             updated_at: None,
         })
@@ -259,7 +260,11 @@ pub(super) async fn get_policy(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<PolicyView>, ApiError> {
-    if let Some(p) = gw.config_policies(&caller.tenant).find(|p| p.id == id) {
+    if let Some(p) = gw
+        .config_policies(&caller.tenant)
+        .into_iter()
+        .find(|p| p.id == id)
+    {
         return Ok(Json(PolicyView {
             policy: p.clone(),
             created_at: None,
@@ -325,10 +330,14 @@ pub(super) async fn delete_policy(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<PolicyView>, ApiError> {
-    if gw.config_policies(&caller.tenant).any(|p| p.id == id) {
+    if gw
+        .config_policies(&caller.tenant)
+        .iter()
+        .any(|p| p.id == id)
+    {
         return Err(ApiError::Conflict(format!(
             "policy {id} is defined in the config file ({}); remove it there",
-            gw.config.origin
+            gw.config().origin
         )));
     }
     let _guard = gw.write_lock().await;
@@ -361,11 +370,11 @@ pub(super) async fn issue_token(
     Extension(caller): Extension<Caller>,
     StrictJson(input): StrictJson<TokenInput>,
 ) -> Result<Response, ApiError> {
-    let max = gw.config.tokens.max_ttl.as_secs();
+    let max = gw.config().tokens.max_ttl.as_secs();
     let mut p = Problems::new();
     let ttl = input
         .expires_in
-        .unwrap_or(gw.config.tokens.default_ttl.as_secs());
+        .unwrap_or(gw.config().tokens.default_ttl.as_secs());
     if ttl == 0 {
         p.push("expiresIn", "must be at least 1 (seconds)");
     } else if ttl > max {

@@ -172,6 +172,73 @@ pub struct Upstream {
     pub url: Uri,
     /// Time allowed for the upstream's response head.
     pub timeout: Duration,
+    /// CA bundle the upstream's certificate must chain to (https; default: Mozilla roots).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key presented to the upstream (https).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Name sent as SNI and checked against the certificate, when not the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// Whether a listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// The handshake fails without a valid client certificate.
+    Required,
+    /// A client certificate is verified when presented.
+    Optional,
+}
+
+/// Which SAN of a client certificate names the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanKind {
+    /// A URI SAN, e.g. a SPIFFE ID.
+    Uri,
+    /// A DNS SAN.
+    Dns,
+}
+
+/// How a client certificate maps to an agent, for sender-constrained tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRule {
+    /// The SAN kind to read.
+    pub san: SanKind,
+    /// The SAN an agent's workload presents, `{agent}` standing for the agent id, e.g.
+    /// `spiffe://example.org/agent/{agent}`.
+    pub template: String,
+}
+
+/// TLS of one listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle client certificates must chain to (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// Required or optional client certificates (with `client_ca`).
+    pub client_auth: ClientAuth,
+    /// Client-certificate identity rule (proxy only).
+    pub identity: Option<IdentityRule>,
+}
+
+/// TLS of the listeners; `None` serves plain HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The proxy listener.
+    pub proxy: Option<TlsSettings>,
+    /// The API listener.
+    pub api: Option<TlsSettings>,
+}
+
+/// Live reload of the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSettings {
+    /// Watch the config file (and TLS files) and reload when they change.
+    pub watch: bool,
+    /// How often to look.
+    pub interval: Duration,
 }
 
 /// A validated, compiled config.
@@ -195,12 +262,23 @@ pub struct Config {
     pub limits: Limits,
     /// Metrics options.
     pub metrics: MetricsSettings,
+    /// Listener TLS.
+    pub tls: TlsConfig,
+    /// Live reload.
+    pub reload: ReloadSettings,
     /// Upstreams by name.
     pub upstreams: BTreeMap<String, Upstream>,
     /// Routes, matched.
     pub routes: Arc<RouteTable>,
     /// Policies as code.
     pub policies: Vec<Policy>,
+}
+
+impl Default for Config {
+    /// The config an empty file gives: every default.
+    fn default() -> Self {
+        Config::parse("", "default").expect("the empty config is valid")
+    }
 }
 
 impl Config {
@@ -280,8 +358,24 @@ impl Config {
         let audit = compile_audit(take("audit"), &mut p);
         let limits = compile_limits(take("limits"), &mut p);
         let metrics = compile_metrics(take("metrics"), &mut p);
+        let tls = compile_tls(take("tls"), &mut p);
+        let reload = compile_reload(take("reload"), &mut p);
         let upstreams = compile_upstreams(take("upstreams"), &mut p);
         let routes = compile_routes(take("routes"), &upstreams, &mut p);
+        if tls
+            .proxy
+            .as_ref()
+            .is_none_or(|t| t.identity.is_none() || t.client_ca.is_none())
+            && let Some(r) = routes.routes().iter().find(|r| r.sender_constrained)
+        {
+            p.push(
+                "tls.proxy",
+                format!(
+                    "route {} is senderConstrained: set tls.proxy.clientCa and tls.proxy.identity so client certificates can be checked",
+                    r.name
+                ),
+            );
+        }
         let policies = compile_policies(take("policies"), &tenant, &mut p);
 
         p.into_result(())?;
@@ -295,6 +389,8 @@ impl Config {
             audit,
             limits,
             metrics,
+            tls,
+            reload,
             upstreams,
             routes: Arc::new(routes),
             policies,
@@ -608,6 +704,105 @@ fn compile_metrics(v: Option<Value>, p: &mut Problems) -> MetricsSettings {
     m
 }
 
+fn compile_reload(v: Option<Value>, p: &mut Problems) -> ReloadSettings {
+    let raw = typed::<RawReload>(v, "reload", p).unwrap_or_default();
+    let r = ReloadSettings {
+        watch: raw.watch.unwrap_or(true),
+        interval: raw.interval.map_or(Duration::from_secs(2), |d| d.0),
+    };
+    if r.interval < Duration::from_millis(100) {
+        p.push("reload.interval", "must be at least 100ms");
+    }
+    r
+}
+
+fn compile_tls(v: Option<Value>, p: &mut Problems) -> TlsConfig {
+    let raw = typed::<RawTls>(v, "tls", p).unwrap_or_default();
+    let mut listener = |raw: Option<RawTlsListener>,
+                        at: &str,
+                        proxy: bool|
+     -> Option<TlsSettings> {
+        let raw = raw?;
+        let cert = required(
+            &raw.cert,
+            join(at, "cert"),
+            "a PEM certificate chain file",
+            p,
+        )?
+        .to_string();
+        let key = required(&raw.key, join(at, "key"), "a PEM private key file", p)?.to_string();
+        let client_auth = match raw.client_auth.as_deref() {
+            None | Some("required") => ClientAuth::Required,
+            Some("optional") => ClientAuth::Optional,
+            Some(other) => {
+                p.push(
+                    join(at, "clientAuth"),
+                    format!("`{other}` is not a mode; use `required` or `optional`"),
+                );
+                ClientAuth::Required
+            }
+        };
+        if raw.client_auth.is_some() && raw.client_ca.is_none() {
+            p.push(
+                join(at, "clientAuth"),
+                "needs clientCa: the CA bundle client certificates must chain to",
+            );
+        }
+        let identity = match raw.identity {
+            None => None,
+            Some(_) if !proxy => {
+                p.push(
+                    join(at, "identity"),
+                    "only the proxy listener checks client identities",
+                );
+                None
+            }
+            Some(id) => {
+                let san = match id.san.as_deref() {
+                    Some("uri") | None => SanKind::Uri,
+                    Some("dns") => SanKind::Dns,
+                    Some(other) => {
+                        p.push(
+                            join(at, "identity.san"),
+                            format!("`{other}` is not a SAN kind; use `uri` or `dns`"),
+                        );
+                        SanKind::Uri
+                    }
+                };
+                match id.template.as_deref() {
+                    Some(t) if t.matches("{agent}").count() == 1 => Some(IdentityRule {
+                        san,
+                        template: t.to_string(),
+                    }),
+                    _ => {
+                        p.push(
+                            join(at, "identity.template"),
+                            "must contain {agent} exactly once, e.g. spiffe://example.org/agent/{agent}",
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let settings = TlsSettings {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+            client_ca: raw.client_ca.map(PathBuf::from),
+            client_auth,
+            identity,
+        };
+        // Load everything now: a config that validates is one that serves.
+        if let Err(e) = crate::tls::server_config(&settings) {
+            p.push(at.to_string(), e);
+        }
+        Some(settings)
+    };
+    TlsConfig {
+        proxy: listener(raw.proxy, "tls.proxy", true),
+        api: listener(raw.api, "tls.api", false),
+    }
+}
+
 fn compile_upstreams(v: Option<Value>, p: &mut Problems) -> BTreeMap<String, Upstream> {
     let mut out = BTreeMap::new();
     let map = match v {
@@ -642,12 +837,49 @@ fn compile_upstreams(v: Option<Value>, p: &mut Problems) -> BTreeMap<String, Ups
         };
         match check_upstream_url(url) {
             Ok(uri) => {
+                let https = uri.scheme_str() == Some("https");
+                let tls_fields = raw.ca_file.is_some()
+                    || raw.client_cert.is_some()
+                    || raw.client_key.is_some()
+                    || raw.server_name.is_some();
+                if tls_fields && !https {
+                    p.push(
+                        at.clone(),
+                        "caFile, clientCert, clientKey and serverName need an https url",
+                    );
+                }
+                let client_cert = match (&raw.client_cert, &raw.client_key) {
+                    (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+                    (None, None) => None,
+                    _ => {
+                        p.push(at.clone(), "give clientCert and clientKey together");
+                        None
+                    }
+                };
+                if https {
+                    let client = client_cert
+                        .as_ref()
+                        .map(|(c, k)| (c.as_path(), k.as_path()));
+                    if let Err(e) =
+                        crate::tls::client_config(raw.ca_file.as_deref().map(Path::new), client)
+                    {
+                        p.push(at.clone(), e);
+                    }
+                }
+                if let Some(sn) = &raw.server_name
+                    && rustls_pki_types::ServerName::try_from(sn.as_str()).is_err()
+                {
+                    p.push(join(&at, "serverName"), "not a DNS name or IP address");
+                }
                 out.insert(
                     name.clone(),
                     Upstream {
                         name,
                         url: uri,
                         timeout: raw.timeout.map_or(Duration::from_secs(10), |d| d.0),
+                        ca_file: raw.ca_file.map(PathBuf::from),
+                        client_cert,
+                        server_name: raw.server_name,
                     },
                 );
             }
@@ -849,6 +1081,7 @@ fn compile_routes(
                 recipient_fields: recipients.iter().map(|p| pointer_field(p)).collect(),
                 recipients,
                 mode,
+                sender_constrained: raw.sender_constrained.unwrap_or(false),
             });
             at_of.push(at);
         }

@@ -103,6 +103,45 @@ pub struct RawMetrics {
 pub struct RawUpstream {
     pub url: Option<String>,
     pub timeout: Option<Dur>,
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    pub server_name: Option<String>,
+}
+
+/// `tls:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawTls {
+    pub proxy: Option<RawTlsListener>,
+    pub api: Option<RawTlsListener>,
+}
+
+/// `tls.proxy` / `tls.api`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawTlsListener {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+    pub identity: Option<RawIdentity>,
+}
+
+/// `tls.proxy.identity`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawIdentity {
+    pub san: Option<String>,
+    pub template: Option<String>,
+}
+
+/// `reload:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawReload {
+    pub watch: Option<bool>,
+    pub interval: Option<Dur>,
 }
 
 /// `rows:` of a route.
@@ -133,6 +172,7 @@ pub struct RawRoute {
     pub rows: Option<RawRows>,
     pub recipients: Option<RawRecipients>,
     pub mode: Option<String>,
+    pub sender_constrained: Option<bool>,
 }
 
 /// The names of the top-level sections, in documentation order.
@@ -145,6 +185,8 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "audit",
     "limits",
     "metrics",
+    "tls",
+    "reload",
     "upstreams",
     "routes",
     "policies",

@@ -73,6 +73,9 @@ pub enum Reason {
     AgentRevoked,
     /// The token belongs to another tenant than the request names.
     TenantMismatch,
+    /// A sender-constrained token came from a connection whose client certificate does not
+    /// name its agent.
+    SenderMismatch,
     /// A deny policy matched.
     ExplicitDeny,
     /// Allow policies matched but each broke a constraint.
@@ -85,7 +88,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metric pre-registration and documentation.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Allowed,
         Reason::TokenMissing,
         Reason::TokenInvalid,
@@ -93,6 +96,7 @@ impl Reason {
         Reason::TokenRevoked,
         Reason::AgentRevoked,
         Reason::TenantMismatch,
+        Reason::SenderMismatch,
         Reason::ExplicitDeny,
         Reason::ConstraintViolated,
         Reason::NoMatchingPolicy,
@@ -109,6 +113,7 @@ impl Reason {
             Reason::TokenRevoked => "token_revoked",
             Reason::AgentRevoked => "agent_revoked",
             Reason::TenantMismatch => "tenant_mismatch",
+            Reason::SenderMismatch => "sender_mismatch",
             Reason::ExplicitDeny => "explicit_deny",
             Reason::ConstraintViolated => "constraint_violated",
             Reason::NoMatchingPolicy => "no_matching_policy",
@@ -124,7 +129,8 @@ impl Reason {
             | Reason::TokenExpired
             | Reason::TokenRevoked
             | Reason::AgentRevoked
-            | Reason::TenantMismatch => true,
+            | Reason::TenantMismatch
+            | Reason::SenderMismatch => true,
             Reason::Allowed
             | Reason::ExplicitDeny
             | Reason::ConstraintViolated
@@ -200,6 +206,9 @@ impl<'s> Decision<'s> {
             Reason::TokenRevoked => "the capability token was revoked".into(),
             Reason::AgentRevoked => "the token's agent is revoked or unknown".into(),
             Reason::TenantMismatch => "the token belongs to another tenant".into(),
+            Reason::SenderMismatch => {
+                "this token is bound to its agent's workload: present that workload's client certificate".into()
+            }
             Reason::ExplicitDeny => format!("denied by policy {name:?}"),
             Reason::ConstraintViolated => match &self.violation {
                 Some(v) => format!("policy {name:?} matched but a constraint failed: {v}"),

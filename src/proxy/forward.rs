@@ -10,13 +10,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST};
+use std::collections::HashMap;
+
+use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::ProxyBody;
 use super::extract::{ACT_TOKEN, TokenHeader};
+use crate::config::{Config, Upstream};
 
 /// Set on the upstream request: the token's agent.
 pub const AGENT_ID: HeaderName = HeaderName::from_static("x-act-agent-id");
@@ -167,16 +172,45 @@ pub fn rewrite_response(headers: &mut HeaderMap, request_id: &str) {
     }
 }
 
-/// The pooled upstream client.
-pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
+/// A pooled upstream client (http, or https through rustls).
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
-/// Builds the client: keep-alive pool with an idle timeout (on a timer), no Nagle delay.
-pub fn client(idle_timeout: Duration, max_header_bytes: usize) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
+/// Builds an upstream's client: keep-alive pool with an idle timeout (on a timer), no Nagle
+/// delay; for https, rustls with the upstream's CA bundle (else the Mozilla roots), client
+/// certificate and SNI name.
+pub fn client(
+    upstream: &Upstream,
+    idle_timeout: Duration,
+    max_header_bytes: usize,
+) -> Result<UpstreamClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    http.enforce_http(false);
+    let tls = crate::tls::client_config(
+        upstream.ca_file.as_deref(),
+        upstream
+            .client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path())),
+    )?;
+    let builder = HttpsConnectorBuilder::new().with_tls_config(tls);
+    let builder = if upstream.url.scheme_str() == Some("https") {
+        builder.https_only()
+    } else {
+        builder.https_or_http()
+    };
+    let builder = match &upstream.server_name {
+        Some(name) => {
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+                rustls_pki_types::ServerName::try_from(name.clone())
+                    .map_err(|_| format!("serverName {name:?} is not a DNS name or IP address"))?,
+            ))
+        }
+        None => builder,
+    };
+    let connector = builder.enable_http1().wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(idle_timeout)
         .pool_max_idle_per_host(256)
         .pool_timer(TokioTimer::new())
@@ -184,7 +218,67 @@ pub fn client(idle_timeout: Duration, max_header_bytes: usize) -> UpstreamClient
         .http1_max_buf_size(max_header_bytes.max(8192) + 64 * 1024)
         .retry_canceled_requests(false)
         .set_host(false)
-        .build(connector)
+        .build(connector))
+}
+
+/// An upstream, resolved for forwarding.
+pub struct Target {
+    /// http or https.
+    pub scheme: Scheme,
+    /// host:port.
+    pub authority: Authority,
+    /// The `Host` header the upstream gets.
+    pub host: HeaderValue,
+    /// Time allowed for the response head.
+    pub timeout: Duration,
+    /// Its pooled client.
+    pub client: UpstreamClient,
+}
+
+/// Every upstream of a config, with its client.
+#[derive(Default)]
+pub struct Upstreams {
+    targets: HashMap<String, Target>,
+}
+
+impl Upstreams {
+    /// Builds a client per upstream; fails when a CA bundle or client certificate does not
+    /// load.
+    pub fn build(config: &Config) -> Result<Upstreams, String> {
+        let mut targets = HashMap::new();
+        for u in config.upstreams.values() {
+            let authority = u
+                .url
+                .authority()
+                .cloned()
+                .ok_or_else(|| format!("upstream {}: no host", u.name))?;
+            let target = Target {
+                scheme: u.url.scheme().cloned().unwrap_or(Scheme::HTTP),
+                host: HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
+                authority,
+                timeout: u.timeout,
+                client: client(
+                    u,
+                    config.limits.idle_timeout,
+                    config.limits.max_header_bytes,
+                )
+                .map_err(|e| format!("upstream {}: {e}", u.name))?,
+            };
+            targets.insert(u.name.clone(), target);
+        }
+        Ok(Upstreams { targets })
+    }
+
+    /// The upstream named `name`.
+    pub fn get(&self, name: &str) -> Option<&Target> {
+        self.targets.get(name)
+    }
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.targets.keys()).finish()
+    }
 }
 
 #[cfg(test)]

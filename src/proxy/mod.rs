@@ -23,35 +23,37 @@ pub mod extract;
 pub mod forward;
 pub mod route;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use crate::audit::{AuditEvent, EventKind, Source, now_stamp};
+use crate::config::Limits;
 use crate::gateway::{Gateway, Outcome};
 use crate::ids::new_id;
+use crate::listener;
+use crate::policy::Reason;
 use crate::policy::{Facts, Query};
+use crate::snapshot::Snapshot;
 use crate::telemetry::status_class;
+use crate::tls::{ClientIdentity, ServerTls};
+use crate::token::Claims;
 use error::ProxyError;
 use extract::TokenHeader;
-use forward::{UpstreamClient, Vouch};
+use forward::Vouch;
 use route::{Mode, RowSource};
 
 /// A boxed error.
@@ -59,129 +61,67 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Request and response bodies as the proxy handles them.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
-/// An upstream, resolved for forwarding.
-struct Target {
-    scheme: Scheme,
-    authority: Authority,
-    host: HeaderValue,
-    timeout: Duration,
-}
-
-/// The proxy: routes come from the gateway's snapshot, decisions from the gateway.
+/// The proxy: routes, limits and upstreams come from the gateway's snapshot, decisions from
+/// the gateway.
 pub struct Proxy {
     gw: Arc<Gateway>,
-    client: UpstreamClient,
-    upstreams: HashMap<String, Target>,
     buffering: Semaphore,
 }
 
 impl Proxy {
-    /// A proxy over `gw`'s upstreams and limits.
+    /// A proxy over `gw`.
     pub fn new(gw: Arc<Gateway>) -> Arc<Proxy> {
-        let limits = &gw.config.limits;
-        let client = forward::client(limits.idle_timeout, limits.max_header_bytes);
-        let upstreams = gw
-            .config
-            .upstreams
-            .values()
-            .filter_map(|u| {
-                let authority = u.url.authority()?.clone();
-                Some((
-                    u.name.clone(),
-                    Target {
-                        scheme: u.url.scheme()?.clone(),
-                        host: HeaderValue::from_str(authority.as_str()).ok()?,
-                        authority,
-                        timeout: u.timeout,
-                    },
-                ))
-            })
-            .collect();
-        let buffering = Semaphore::new(limits.max_buffered_bodies);
-        Arc::new(Proxy {
-            gw,
-            client,
-            upstreams,
-            buffering,
-        })
+        let buffering = Semaphore::new(gw.config().limits.max_buffered_bodies);
+        Arc::new(Proxy { gw, buffering })
     }
 
-    /// Accepts connections until `stop` turns true, then drains in-flight requests for at
-    /// most `limits.drainTimeout`.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        let limits = self.gw.config.limits.clone();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_headers(limits.max_headers)
-            .max_buf_size(limits.max_header_bytes.max(8192))
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(100)
-            .max_header_list_size(limits.max_header_bytes as u32)
-            .max_pending_accept_reset_streams(20)
-            .max_local_error_reset_streams(1024)
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20));
-        let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(limits.max_connections));
-        let rejected = self
-            .gw
-            .metrics
-            .connections_rejected
-            .with_label_values(&["proxy"]);
-        loop {
-            let (stream, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
-            };
-            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                rejected.inc();
-                drop(stream);
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let proxy = Arc::clone(&self);
-            let service = service_fn(move |req| {
+    /// Serves `listener` (with TLS when given) until `stop` turns true, then drains in-flight
+    /// requests for at most `limits.drainTimeout`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<ServerTls>>,
+        stop: watch::Receiver<bool>,
+    ) {
+        let opts = listener::Options {
+            name: "proxy",
+            limits: self.gw.config().limits.clone(),
+            tls,
+            rejected: self
+                .gw
+                .metrics
+                .connections_rejected
+                .with_label_values(&["proxy"]),
+        };
+        let proxy = Arc::clone(&self);
+        listener::serve(
+            listener,
+            opts,
+            move |peer, identity| {
                 let proxy = Arc::clone(&proxy);
-                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
-            });
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                let _ = conn.await;
-                drop(permit);
-            });
-        }
-        drop(listener);
-        if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(deadline = ?limits.drain_timeout, "proxy drain deadline passed; closing the remaining connections");
-        }
+                service_fn(move |req| {
+                    let proxy = Arc::clone(&proxy);
+                    let identity = identity.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, identity).await) }
+                })
+            },
+            stop,
+        )
+        .await;
     }
 
     /// Handles one request; never fails.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        identity: Option<Arc<ClientIdentity>>,
+    ) -> Response<ProxyBody> {
         let request_id = new_id("req_");
         let mut log = RequestLog::new(&self.gw, &request_id, req.method().clone());
         let span = tracing::info_span!("request", request_id = %request_id);
         match self
-            .stages(req, peer, &request_id, &mut log)
+            .stages(req, peer, identity.as_deref(), &request_id, &mut log)
             .instrument(span)
             .await
         {
@@ -201,13 +141,15 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
+        identity: Option<&ClientIdentity>,
         request_id: &str,
         log: &mut RequestLog<'_>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let started = log.started;
         let (mut parts, body) = req.into_parts();
         let method = parts.method.clone();
-        let limits = &self.gw.config.limits;
+        let snapshot = self.gw.snapshot();
+        let limits = &snapshot.config.limits;
 
         // 1. target
         check_authority(&parts.uri, &parts.headers, parts.version)?;
@@ -220,7 +162,6 @@ impl Proxy {
         }
 
         // 2. route
-        let snapshot = self.gw.snapshot();
         let m = snapshot
             .routes
             .find(&parts.method, &path)
@@ -261,6 +202,10 @@ impl Proxy {
         // 4. decide: the token first, so a request without a valid one is refused before its
         // body is read.
         let claims = self.gw.authenticate(token.map(|t| t.0)).await;
+        let claims = match claims {
+            Ok(c) => sender_check(&snapshot, route.sender_constrained, identity, &c).map(|()| c),
+            Err(r) => Err(r),
+        };
         let early = claims.is_err() && route.mode == Mode::Enforce;
         let (body, recipients): (ProxyBody, Option<Vec<String>>) =
             if route.recipients.is_empty() || early {
@@ -269,7 +214,7 @@ impl Proxy {
                 if !is_json(&parts.headers) {
                     return Err(ProxyError::UnsupportedMediaType);
                 }
-                let bytes = self.buffer_body(body).await?;
+                let bytes = self.buffer_body(body, limits).await?;
                 let json = crate::json::parse_strict(&bytes, limits.max_json_depth)
                     .map_err(|e| ProxyError::bad_request(format!("body is not valid JSON: {e}")))?;
                 let list = extract::recipients(&json, &route.recipients)?;
@@ -304,7 +249,7 @@ impl Proxy {
         let tenant = outcome
             .tenant_id
             .clone()
-            .unwrap_or_else(|| self.gw.config.tenant.clone());
+            .unwrap_or_else(|| snapshot.config.tenant.clone());
         let decision_id = new_id("aud_");
         let event = self.event(
             &decision_id,
@@ -340,7 +285,7 @@ impl Proxy {
         }
 
         // 6. forward
-        let target = self.upstreams.get(&route.upstream).ok_or_else(|| {
+        let target = snapshot.upstreams.get(&route.upstream).ok_or_else(|| {
             ProxyError::BadGateway(format!("upstream {} is not configured", route.upstream))
         })?;
         let mut path_and_query =
@@ -392,7 +337,8 @@ impl Proxy {
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
-        let result = tokio::time::timeout(target.timeout, self.client.request(upstream_req)).await;
+        let result =
+            tokio::time::timeout(target.timeout, target.client.request(upstream_req)).await;
         let metric = &self.gw.metrics.upstream;
         let mut resp = match result {
             Err(_) => {
@@ -444,8 +390,7 @@ impl Proxy {
 
     /// Reads a body that must be inspected: at most `maxBufferedBodies` at once, each within
     /// `limits.maxBodyBytes` and `limits.bodyReadTimeout`.
-    async fn buffer_body(&self, body: Incoming) -> Result<Bytes, ProxyError> {
-        let limits = &self.gw.config.limits;
+    async fn buffer_body(&self, body: Incoming, limits: &Limits) -> Result<Bytes, ProxyError> {
         let read = async {
             let _slot = self
                 .buffering
@@ -507,6 +452,35 @@ impl Proxy {
             latency_us: Some(started.elapsed().as_micros() as u64),
             snapshot_version: outcome.snapshot_version,
         }
+    }
+}
+
+/// A sender-constrained token (the route's or the agent's requirement) is honoured only on a
+/// connection whose client certificate names the token's agent through `tls.proxy.identity`.
+/// Fails closed: no TLS identity rule, no client certificate, or another identity →
+/// `sender_mismatch`.
+fn sender_check(
+    snapshot: &Snapshot,
+    route_requires: bool,
+    identity: Option<&ClientIdentity>,
+    claims: &Claims,
+) -> Result<(), Reason> {
+    let agent_requires = snapshot
+        .agents
+        .get(claims.agent.as_str())
+        .is_some_and(|a| a.sender_constrained);
+    if !route_requires && !agent_requires {
+        return Ok(());
+    }
+    let rule = snapshot
+        .config
+        .tls
+        .proxy
+        .as_ref()
+        .and_then(|t| t.identity.as_ref());
+    match (rule, identity) {
+        (Some(rule), Some(id)) if id.matches(rule.san, &rule.template, &claims.agent) => Ok(()),
+        _ => Err(Reason::SenderMismatch),
     }
 }
 

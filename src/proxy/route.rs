@@ -199,6 +199,8 @@ pub struct Route {
     pub recipient_fields: Vec<String>,
     /// Enforce or monitor.
     pub mode: Mode,
+    /// The token's agent must match the client certificate's identity.
+    pub sender_constrained: bool,
 }
 
 /// Every route, indexed by method then path.
@@ -276,6 +278,7 @@ mod tests {
             recipients: vec![],
             recipient_fields: vec![],
             mode: Mode::Enforce,
+            sender_constrained: false,
         }
     }
 

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub audit_index_failures: IntCounter,
     /// `actgate_audit_torn_repairs_total`: torn last records cut off at start.
     pub audit_torn_repairs: IntCounter,
+    /// `actgate_tls_reloads_total{listener, result}`: certificate reloads.
+    pub tls_reloads: IntCounterVec,
     /// `actgate_agent_decisions_total{agent, decision}`, only with `metrics.perAgentLabels`.
     agent_decisions: Option<AgentLabels>,
 }
@@ -280,6 +282,11 @@ impl Metrics {
             "actgate_audit_torn_repairs_total",
             "Torn last audit records (from a crash mid-write) cut off at start.",
         );
+        let tls_reloads = counter(
+            "actgate_tls_reloads_total",
+            "TLS certificate reloads of a listener, by result.",
+            &["listener", "result"],
+        );
         for result in ["hit", "miss"] {
             token_cache_lookups.with_label_values(&[result]);
         }
@@ -327,6 +334,7 @@ impl Metrics {
             audit_queue_depth,
             audit_index_failures,
             audit_torn_repairs,
+            tls_reloads,
             agent_decisions: None,
         }
     }
