@@ -407,9 +407,9 @@ policies:
 }
 
 fn reload_config(dir: &Path, up: &Upstream, policy_resource: &str, extra_route: bool) -> String {
-    let mut routes = format!(
-        r#"  - {{ name: get-customer, method: GET, path: "/crm/customers/{{id}}", upstream: crm, action: read, resource: "api://crm/customers/{{id}}" }}
-"#
+    let mut routes = String::from(
+        r#"  - { name: get-customer, method: GET, path: "/crm/customers/{id}", upstream: crm, action: read, resource: "api://crm/customers/{id}" }
+"#,
     );
     if extra_route {
         routes.push_str(
