@@ -21,7 +21,7 @@ use crate::error::Problems;
 use crate::policy::{Constraints, Policy, PolicySet, PolicySource, Query, Reason, validate_policy};
 use crate::snapshot::{AgentState, Snapshot};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{AgentStatus, ApiKeyRecord, Store, StoreError};
+use crate::store::{Agent, AgentStatus, ApiKeyRecord, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::token::keys::{KeyError, create_dir_private, write_atomic};
 use crate::token::{Claims, KeySet, Tokens, now_unix};
@@ -279,6 +279,19 @@ impl Gateway {
         Arc::clone(&self.snapshot.load().config)
     }
 
+    /// An agent of a tenant, from the config (agents as code) or the store.
+    pub async fn find_agent(&self, tenant: &str, id: &str) -> Result<Option<Agent>, StoreError> {
+        if let Some(a) = self
+            .config()
+            .agents
+            .iter()
+            .find(|a| a.id == id && a.tenant == tenant)
+        {
+            return Ok(Some(Agent::from_config(a)));
+        }
+        self.store.agent(tenant, id).await
+    }
+
     /// The config policies of a tenant.
     pub fn config_policies(&self, tenant: &str) -> Vec<Policy> {
         self.config()
@@ -436,6 +449,7 @@ impl Gateway {
         };
         let agents = agents
             .into_iter()
+            .chain(config.agents.iter().map(Agent::from_config))
             .map(|a| {
                 (
                     a.id.into_boxed_str(),

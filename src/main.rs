@@ -418,11 +418,20 @@ async fn issue_token(
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
-    let record = match store.agent(&config.tenant, &agent).await {
+    let from_config = config
+        .agents
+        .iter()
+        .find(|a| a.id == agent && a.tenant == config.tenant)
+        .map(actgate::store::Agent::from_config);
+    let found = match from_config {
+        Some(a) => Ok(Some(a)),
+        None => store.agent(&config.tenant, &agent).await,
+    };
+    let record = match found {
         Ok(Some(a)) => a,
         Ok(None) => {
             return fail(format!(
-                "agent {agent} is not registered in tenant {}; create it with POST /v1/agents",
+                "agent {agent} is not registered in tenant {}; create it with POST /v1/agents or list it under `agents:` in the config",
                 config.tenant
             ));
         }

@@ -799,3 +799,60 @@ async fn token_issue_and_key_rotation_from_the_cli() {
         "allowed"
     );
 }
+
+#[tokio::test]
+async fn agents_as_code_work_like_registered_ones_and_are_read_only() {
+    let gw = TestGateway::start(
+        r#"
+agents:
+  - { id: agent_support, name: Support Assistant }
+  - { id: agent_retired, name: Retired Assistant, status: revoked }
+policies:
+  - { name: read, actions: [read], resources: ["api://crm/customers/*"], effect: allow }
+"#,
+    )
+    .await;
+    let (token, _) = gw.token("agent_support").await;
+    assert_eq!(
+        gw.enforce(&token, "read", "api://crm/customers/1", json!({}))
+            .await["decision"],
+        "allowed"
+    );
+    let (_, list) = gw.get("/v1/agents", KEY).await;
+    let support = list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "agent_support")
+        .unwrap()
+        .clone();
+    assert_eq!(support["source"], "config");
+    assert_eq!(
+        gw.get("/v1/agents/agent_support", KEY).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        gw.get("/v1/agents/agent_support", OTHER_KEY).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        gw.delete("/v1/agents/agent_support", KEY).await.0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        gw.post(
+            "/v1/agents",
+            KEY,
+            json!({"name": "dup", "id": "agent_support"})
+        )
+        .await
+        .0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        gw.post("/v1/tokens", KEY, json!({"agentId": "agent_retired"}))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+}

@@ -9,8 +9,18 @@ use actgate::config::Config;
 #[test]
 fn every_shipped_config_validates() {
     let mut seen = 0;
-    for entry in std::fs::read_dir("config").unwrap() {
-        let path = entry.unwrap().path();
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir("config")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for overlay in ["sidecar", "gateway"] {
+        files.push(
+            Path::new("deploy/kubernetes")
+                .join(overlay)
+                .join("actgate.yaml"),
+        );
+    }
+    for path in files {
         if matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml")
@@ -21,7 +31,7 @@ fn every_shipped_config_validates() {
             seen += 1;
         }
     }
-    assert!(seen >= 1, "no YAML under config/");
+    assert!(seen >= 3, "config/ and the two Kubernetes configs");
 }
 
 #[test]

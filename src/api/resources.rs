@@ -89,8 +89,14 @@ pub(super) async fn create_agent(
     if !p.is_empty() {
         return Err(ApiError::Invalid(p));
     }
+    if let Some(id) = &input.id
+        && gw.config().agents.iter().any(|a| a.id == *id)
+    {
+        return Err(ApiError::Conflict(format!("agent id {id} is taken")));
+    }
     let (now, _) = now_stamp();
     let agent = Agent {
+        source: crate::policy::PolicySource::Api,
         id: input.id.unwrap_or_else(|| new_id("agent_")),
         tenant: caller.tenant,
         name,
@@ -123,7 +129,14 @@ pub(super) async fn list_agents(
     State(gw): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
-    let agents = gw.store.agents(&caller.tenant).await?;
+    let mut agents: Vec<Agent> = gw
+        .config()
+        .agents
+        .iter()
+        .filter(|a| a.tenant == caller.tenant)
+        .map(Agent::from_config)
+        .collect();
+    agents.extend(gw.store.agents(&caller.tenant).await?);
     Ok(Json(json!({ "agents": agents })))
 }
 
@@ -132,8 +145,7 @@ pub(super) async fn get_agent(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    gw.store
-        .agent(&caller.tenant, &id)
+    gw.find_agent(&caller.tenant, &id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("agent {id}")))
@@ -144,6 +156,17 @@ pub(super) async fn revoke_agent(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
+    if gw
+        .config()
+        .agents
+        .iter()
+        .any(|a| a.id == id && a.tenant == caller.tenant)
+    {
+        return Err(ApiError::Conflict(format!(
+            "agent {id} is defined in the config file ({}); set `status: revoked` there",
+            gw.config().origin
+        )));
+    }
     let (now, _) = now_stamp();
     let _guard = gw.write_lock().await;
     let agent = gw
@@ -413,8 +436,7 @@ pub(super) async fn issue_token(
         return Err(ApiError::Invalid(p));
     }
     let agent = gw
-        .store
-        .agent(&caller.tenant, &agent_id)
+        .find_agent(&caller.tenant, &agent_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("agent {agent_id}")))?;
     if agent.status != AgentStatus::Active {

@@ -75,6 +75,24 @@ pub struct ApiKeyConfig {
     pub tenant: String,
 }
 
+/// An agent defined in the config ("agents as code"): known to every replica without a shared
+/// store, read-only through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigAgent {
+    /// `agent_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Human name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// False when `status: revoked`.
+    pub active: bool,
+    /// Its tokens need its own client certificate.
+    pub sender_constrained: bool,
+}
+
 /// Capability token settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSettings {
@@ -254,6 +272,8 @@ pub struct Config {
     pub tenant: String,
     /// Configured API keys.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// Agents as code.
+    pub agents: Vec<ConfigAgent>,
     /// Token settings.
     pub tokens: TokenSettings,
     /// Audit settings.
@@ -354,6 +374,7 @@ impl Config {
             );
         }
         let api_keys = compile_api_keys(take("apiKeys"), &tenant, &mut p);
+        let agents = compile_agents(take("agents"), &tenant, &mut p);
         let tokens = compile_tokens(take("tokens"), &mut p);
         let audit = compile_audit(take("audit"), &mut p);
         let limits = compile_limits(take("limits"), &mut p);
@@ -385,6 +406,7 @@ impl Config {
             data_dir: PathBuf::from(data_dir),
             tenant,
             api_keys,
+            agents,
             tokens,
             audit,
             limits,
@@ -557,6 +579,60 @@ fn compile_api_keys(v: Option<Value>, tenant: &str, p: &mut Problems) -> Vec<Api
         }
     }
     keys
+}
+
+fn compile_agents(v: Option<Value>, tenant: &str, p: &mut Problems) -> Vec<ConfigAgent> {
+    let mut out = Vec::new();
+    let mut ids = HashSet::new();
+    for (i, raw) in typed_list::<RawAgent>(v, "agents", p)
+        .into_iter()
+        .enumerate()
+    {
+        let at = index("agents", i);
+        let Some(raw) = raw else { continue };
+        let id = required(&raw.id, join(&at, "id"), "e.g. agent_support", p).map(str::to_string);
+        if let Some(id) = &id {
+            if !is_identifier(id, "agent_") {
+                p.push(
+                    join(&at, "id"),
+                    "must be `agent_` followed by letters, digits, `_` or `-`",
+                );
+            }
+            if !ids.insert(id.clone()) {
+                p.push(join(&at, "id"), format!("duplicate agent id `{id}`"));
+            }
+        }
+        let name = required(&raw.name, join(&at, "name"), "name the agent", p).map(str::to_string);
+        let agent_tenant = raw.tenant.clone().unwrap_or_else(|| tenant.to_string());
+        if !is_tenant(&agent_tenant) {
+            p.push(
+                join(&at, "tenant"),
+                "a tenant id is 1–64 letters, digits, `_`, `-` or `.`",
+            );
+        }
+        let active = match raw.status.as_deref() {
+            None | Some("active") => true,
+            Some("revoked") => false,
+            Some(other) => {
+                p.push(
+                    join(&at, "status"),
+                    format!("`{other}` is not a status; use `active` or `revoked`"),
+                );
+                true
+            }
+        };
+        if let (Some(id), Some(name)) = (id, name) {
+            out.push(ConfigAgent {
+                id,
+                tenant: agent_tenant,
+                name,
+                description: raw.description,
+                active,
+                sender_constrained: raw.sender_constrained.unwrap_or(false),
+            });
+        }
+    }
+    out
 }
 
 fn compile_tokens(v: Option<Value>, p: &mut Problems) -> TokenSettings {

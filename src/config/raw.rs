@@ -89,6 +89,18 @@ pub struct RawLimits {
     pub drain_timeout: Option<Dur>,
 }
 
+/// One agent of `agents:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAgent {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub tenant: Option<String>,
+    pub status: Option<String>,
+    pub sender_constrained: Option<bool>,
+}
+
 /// `metrics:`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -181,6 +193,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "dataDir",
     "tenant",
     "apiKeys",
+    "agents",
     "tokens",
     "audit",
     "limits",

@@ -69,6 +69,33 @@ pub struct Agent {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// `api`, or `config` for agents as code (read-only through the API).
+    pub source: crate::policy::PolicySource,
+}
+
+impl Agent {
+    /// The API view of an agent defined in the config.
+    pub fn from_config(a: &crate::config::ConfigAgent) -> Agent {
+        let mut metadata = Map::new();
+        if a.sender_constrained {
+            metadata.insert("senderConstrained".into(), Value::Bool(true));
+        }
+        Agent {
+            id: a.id.clone(),
+            tenant: a.tenant.clone(),
+            name: a.name.clone(),
+            description: a.description.clone(),
+            metadata,
+            status: if a.active {
+                AgentStatus::Active
+            } else {
+                AgentStatus::Revoked
+            },
+            created_at: String::new(),
+            updated_at: String::new(),
+            source: crate::policy::PolicySource::Config,
+        }
+    }
 }
 
 /// A policy created through the API, as submitted (with its id), plus bookkeeping.

@@ -169,6 +169,7 @@ fn agent_row(r: &Row<'_>) -> rusqlite::Result<Agent> {
         },
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
+        source: crate::policy::PolicySource::Api,
     })
 }
 
