@@ -624,3 +624,147 @@ async fn sigterm_lets_a_long_request_finish_within_the_drain_deadline() {
     let logs = stopped.await.unwrap();
     assert!(logs.iter().any(|l| l.contains("shutting down")));
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_config_of_the_running_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("actgate.yaml");
+    let write = |extra_route: bool| {
+        let mut routes = String::from(
+            "  - { name: a, method: GET, path: /a, upstream: u, action: read, resource: \"api://a\" }\n",
+        );
+        if extra_route {
+            routes.push_str("  - { name: b, method: GET, path: /b, upstream: u, action: read, resource: \"api://b\" }\n");
+        }
+        std::fs::write(
+            &config,
+            config_yaml(
+                &dir.path().join("data"),
+                &format!("reload: {{ watch: false }}\nupstreams: {{ u: {{ url: \"http://127.0.0.1:1\" }} }}\nroutes:\n{routes}"),
+            ),
+        )
+        .unwrap();
+    };
+    write(false);
+    let mut proc = common::process::Proc::spawn(&config, &[]);
+    let status = |proxy: String| async move {
+        reqwest::get(format!("{proxy}/b"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status(proc.proxy.clone()).await, 404);
+    write(true);
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(proc.child.id().to_string())
+        .status();
+    proc.wait_for("config reloaded");
+    // The route exists now: no token, so 401 instead of 404.
+    assert_eq!(status(proc.proxy.clone()).await, 401);
+    proc.stop();
+}
+
+#[tokio::test]
+async fn an_upstream_that_requires_a_client_certificate_gets_ours() {
+    let ca = Ca::new("upstream CA");
+    let (cert, key) = ca.leaf(&["crm.internal"], &[], false);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes())
+                .map(|c| c.unwrap())
+                .collect(),
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let who = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(actgate::tls::ClientIdentity::from_chain)
+                    .map(|id| id.dns.join(","))
+                    .unwrap_or_default();
+                let svc = hyper::service::service_fn(move |_req| {
+                    let who = who.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(Bytes::from(who)),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = write(dir.path(), "ca.crt", &ca.pem);
+    let (client_cert, client_key) = ca.leaf(&["actgate.gateway.internal"], &[], false);
+    let cc = write(dir.path(), "client.crt", &client_cert);
+    let ck = write(dir.path(), "client.key", &client_key);
+    let extra = format!(
+        r#"
+upstreams:
+  with-cert: {{ url: "https://127.0.0.1:{port}", caFile: {ca}, serverName: crm.internal, clientCert: {cc}, clientKey: {ck} }}
+  without: {{ url: "https://127.0.0.1:{port}", caFile: {ca}, serverName: crm.internal }}
+routes:
+  - {{ name: with-cert, method: GET, path: /with, upstream: with-cert, action: read, resource: "api://x/1" }}
+  - {{ name: without, method: GET, path: /without, upstream: without, action: read, resource: "api://x/1" }}
+policies:
+  - {{ name: read, actions: [read], resources: ["api://x/*"], effect: allow }}
+"#,
+        ca = ca_path.display(),
+        cc = cc.display(),
+        ck = ck.display()
+    );
+    let gw = TestGateway::start_in(dir, &extra).await;
+    let agent = gw.agent().await;
+    let (token, _) = gw.token(&agent).await;
+    let r = gw
+        .client
+        .get(format!("{}/with", gw.proxy))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "actgate.gateway.internal",
+        "the upstream saw our client certificate"
+    );
+    let r = gw
+        .client
+        .get(format!("{}/without", gw.proxy))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+}
