@@ -55,9 +55,17 @@ const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     );
     CREATE INDEX tokens_revoked ON tokens(expires_at) WHERE revoked_at IS NOT NULL;
+    "#,
+];
+
+/// Migrations of the audit index database (`audit-index.db`). It is a secondary copy of the
+/// audit log — rebuilt from the log when lost — so it runs with `synchronous=NORMAL` and
+/// does not slow the writer with an fsync of its own.
+const AUDIT_MIGRATIONS: &[&str] = &[
+    // 1: the audit index.
+    r#"
     CREATE TABLE audit (
         seq INTEGER PRIMARY KEY,
-        event_id TEXT NOT NULL UNIQUE,
         tenant TEXT NOT NULL,
         time_ms INTEGER NOT NULL,
         agent_id TEXT,
@@ -67,17 +75,27 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX audit_tenant ON audit(tenant, seq);
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     CREATE INDEX audit_agent ON audit(tenant, agent_id, seq);
     CREATE INDEX audit_resource ON audit(tenant, resource, seq);
     CREATE INDEX audit_time ON audit(tenant, time_ms);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     "#,
 ];
+
+/// Decision ids remembered for folding later outcome records into their decision's row.
+const RECENT_DECISIONS: usize = 200_000;
+
+/// The audit index connection and the recent decision ids (id → seq).
+struct AuditIndex {
+    conn: Connection,
+    recent: std::collections::HashMap<String, u64>,
+}
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    audit: Arc<Mutex<AuditIndex>>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -98,43 +116,43 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(backend)?;
         let conn = Connection::open(dir.join("actgate.db")).map_err(backend)?;
-        Self::init(conn)
+        let audit = Connection::open(dir.join("audit-index.db")).map_err(backend)?;
+        Self::init(conn, audit)
     }
 
     /// An in-memory store, for tests and tools.
     pub fn in_memory() -> StoreResult<SqliteStore> {
-        Self::init(Connection::open_in_memory().map_err(backend)?)
+        Self::init(
+            Connection::open_in_memory().map_err(backend)?,
+            Connection::open_in_memory().map_err(backend)?,
+        )
     }
 
-    fn init(mut conn: Connection) -> StoreResult<SqliteStore> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(backend)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(backend)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(backend)?;
-        let version = usize::try_from(version).map_err(backend)?;
-        if version > MIGRATIONS.len() {
-            return Err(StoreError::Backend(format!(
-                "database schema version {version} is newer than this actgate knows ({}); upgrade actgate",
-                MIGRATIONS.len()
-            )));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = conn.transaction().map_err(backend)?;
-            tx.execute_batch(sql).map_err(backend)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-        }
+    fn init(conn: Connection, audit: Connection) -> StoreResult<SqliteStore> {
+        let conn = migrate(conn, "FULL", MIGRATIONS)?;
+        let audit = migrate(audit, "NORMAL", AUDIT_MIGRATIONS)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            audit: Arc::new(Mutex::new(AuditIndex {
+                conn: audit,
+                recent: std::collections::HashMap::new(),
+            })),
         })
+    }
+
+    async fn with_audit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut AuditIndex) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let audit = Arc::clone(&self.audit);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = audit
+                .lock()
+                .map_err(|_| StoreError::Backend("audit index lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(backend)?
     }
 
     async fn with<T: Send + 'static>(
@@ -151,6 +169,41 @@ impl SqliteStore {
         .await
         .map_err(backend)?
     }
+}
+
+/// Opens a database in WAL mode with the given `synchronous` level and applies its pending
+/// migrations; a database from a newer actgate is refused.
+fn migrate(
+    mut conn: Connection,
+    synchronous: &str,
+    migrations: &[&str],
+) -> StoreResult<Connection> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(backend)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(backend)?;
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(backend)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(backend)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(backend)?;
+    let version = usize::try_from(version).map_err(backend)?;
+    if version > migrations.len() {
+        return Err(StoreError::Backend(format!(
+            "database schema version {version} is newer than this actgate knows ({}); upgrade actgate",
+            migrations.len()
+        )));
+    }
+    for (i, sql) in migrations.iter().enumerate().skip(version) {
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute_batch(sql).map_err(backend)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+    }
+    Ok(conn)
 }
 
 fn agent_row(r: &Row<'_>) -> rusqlite::Result<Agent> {
@@ -477,48 +530,66 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
-        let events = events.to_vec();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+        // Fold each outcome into its decision: in this batch (most of the time, the decision
+        // and its outcome are committed together), or by the decision's remembered seq.
+        let mut rows: Vec<AuditEvent> = Vec::with_capacity(events.len());
+        let mut in_batch: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut outcomes: Vec<&AuditEvent> = Vec::new();
+        for e in events {
+            match (e.kind, &e.decision_id) {
+                (EventKind::Outcome, Some(decision)) => match in_batch.get(decision.as_str()) {
+                    Some(&i) => {
+                        rows[i].upstream_status = e.upstream_status;
+                        rows[i].latency_us = e.latency_us;
+                    }
+                    None => outcomes.push(e),
+                },
+                _ => {
+                    in_batch.insert(e.id.as_str(), rows.len());
+                    rows.push(e.clone());
+                }
+            }
+        }
+        let outcomes: Vec<AuditEvent> = outcomes.into_iter().cloned().collect();
+        let last = events.iter().map(|e| e.seq).max();
+        self.with_audit(move |ix| {
+            let tx = ix.conn.transaction().map_err(backend)?;
             {
                 let mut insert = tx
                     .prepare_cached(
-                        "INSERT OR REPLACE INTO audit (seq, event_id, tenant, time_ms, agent_id, action, resource, decision, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        "INSERT INTO audit (seq, tenant, time_ms, agent_id, action, resource, decision, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )
                     .map_err(backend)?;
-                // An outcome is folded into its decision's row: the index answers "what was
-                // decided, and what came of it" in one event.
-                let mut outcome = tx
+                for e in &rows {
+                    let body = serde_json::to_string(e).map_err(backend)?;
+                    insert
+                        .execute(params![
+                            e.seq as i64,
+                            e.tenant_id,
+                            e.time_ms,
+                            e.agent_id,
+                            e.action,
+                            e.resource,
+                            e.decision,
+                            body
+                        ])
+                        .map_err(backend)?;
+                }
+                let mut update = tx
                     .prepare_cached(
-                        "UPDATE audit SET body = json_set(body, '$.upstreamStatus', ?1, '$.latencyUs', ?2) WHERE event_id = ?3",
+                        "UPDATE audit SET body = json_set(body, '$.upstreamStatus', ?1, '$.latencyUs', ?2) WHERE seq = ?3",
                     )
                     .map_err(backend)?;
-                for e in &events {
-                    match (e.kind, &e.decision_id) {
-                        (EventKind::Outcome, Some(decision)) => {
-                            outcome
-                                .execute(params![e.upstream_status, e.latency_us.map(|l| l as i64), decision])
-                                .map_err(backend)?;
-                        }
-                        _ => {
-                            let body = serde_json::to_string(e).map_err(backend)?;
-                            insert
-                                .execute(params![
-                                    e.seq as i64,
-                                    e.id,
-                                    e.tenant_id,
-                                    e.time_ms,
-                                    e.agent_id,
-                                    e.action,
-                                    e.resource,
-                                    e.decision,
-                                    body
-                                ])
-                                .map_err(backend)?;
-                        }
+                for e in &outcomes {
+                    let decision = e.decision_id.as_deref().unwrap_or_default();
+                    // Older than the remembered window: the log keeps the outcome record.
+                    if let Some(seq) = ix.recent.get(decision) {
+                        update
+                            .execute(params![e.upstream_status, e.latency_us.map(|l| l as i64), *seq as i64])
+                            .map_err(backend)?;
                     }
                 }
-                if let Some(last) = events.iter().map(|e| e.seq).max() {
+                if let Some(last) = last {
                     tx.execute(
                         "INSERT INTO meta (key, value) VALUES ('audit_last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
                         params![last as i64],
@@ -526,13 +597,21 @@ impl Store for SqliteStore {
                     .map_err(backend)?;
                 }
             }
-            tx.commit().map_err(backend)
+            tx.commit().map_err(backend)?;
+            if ix.recent.len() + rows.len() > RECENT_DECISIONS {
+                ix.recent.clear();
+            }
+            for e in &rows {
+                ix.recent.insert(e.id.clone(), e.seq);
+            }
+            Ok(())
         })
         .await
     }
 
     async fn last_audit_seq(&self) -> StoreResult<u64> {
-        self.with(|c| {
+        self.with_audit(|ix| {
+            let c = &ix.conn;
             c.query_row(
                 "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'audit_last_seq'), 0), COALESCE((SELECT MAX(seq) FROM audit), 0))",
                 [],
@@ -545,8 +624,10 @@ impl Store for SqliteStore {
     }
 
     async fn clear_audit(&self) -> StoreResult<()> {
-        self.with(|c| {
-            c.execute_batch("DELETE FROM audit; DELETE FROM meta WHERE key = 'audit_last_seq';")
+        self.with_audit(|ix| {
+            ix.recent.clear();
+            ix.conn
+                .execute_batch("DELETE FROM audit; DELETE FROM meta WHERE key = 'audit_last_seq';")
                 .map_err(backend)
         })
         .await
@@ -555,7 +636,8 @@ impl Store for SqliteStore {
     async fn audit(&self, tenant: &str, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
         let tenant = tenant.to_string();
         let f = f.clone();
-        self.with(move |c| {
+        self.with_audit(move |ix| {
+            let c = &ix.conn;
             let mut sql = String::from("SELECT body FROM audit WHERE tenant = ?");
             let mut args: Vec<rusqlite::types::Value> = vec![tenant.into()];
             let mut add = |clause: &str, v: rusqlite::types::Value| {
