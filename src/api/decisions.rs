@@ -13,7 +13,7 @@ use super::{ApiError, Caller, StrictJson};
 use crate::audit::{AuditEvent, AuditFilter, EventKind, Source, now_stamp};
 use crate::error::Problems;
 use crate::gateway::Gateway;
-use crate::ids::new_id;
+use crate::ids::sequential_id;
 use crate::policy::context::ContextFacts;
 use crate::policy::{Query, Reason};
 
@@ -84,7 +84,7 @@ pub(super) async fn enforce(
             String::new()
         }
         Some(r) => r,
-        None => new_id("req_"),
+        None => sequential_id("req_"),
     };
     let facts = match input.context.as_ref().map(ContextFacts::from_json) {
         None => ContextFacts::default(),
@@ -132,7 +132,7 @@ pub(super) async fn enforce(
         }
     };
     let (time, time_ms) = now_stamp();
-    let audit_id = new_id("aud_");
+    let audit_id = sequential_id("aud_");
     let event = AuditEvent {
         seq: 0,
         kind: EventKind::Decision,

@@ -217,7 +217,7 @@ async fn count(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Resp
     };
     let gauge = gw.metrics.in_flight.with_label_values(&["api"]);
     gauge.inc();
-    let request_id = crate::ids::new_id("req_");
+    let request_id = crate::ids::sequential_id("req_");
     let span = tracing::info_span!("api", request_id = %request_id);
     let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
     gauge.dec();

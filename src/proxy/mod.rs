@@ -43,7 +43,7 @@ use tracing::Instrument;
 use crate::audit::{AuditEvent, EventKind, Source, now_stamp};
 use crate::config::Limits;
 use crate::gateway::{Gateway, Outcome};
-use crate::ids::new_id;
+use crate::ids::sequential_id;
 use crate::listener;
 use crate::policy::Reason;
 use crate::policy::{Facts, Query};
@@ -117,7 +117,7 @@ impl Proxy {
         peer: SocketAddr,
         identity: Option<Arc<ClientIdentity>>,
     ) -> Response<ProxyBody> {
-        let request_id = new_id("req_");
+        let request_id = sequential_id("req_");
         let mut log = RequestLog::new(&self.gw, &request_id, req.method().clone());
         let span = tracing::info_span!("request", request_id = %request_id);
         match self
@@ -250,7 +250,7 @@ impl Proxy {
             .tenant_id
             .clone()
             .unwrap_or_else(|| snapshot.config.tenant.clone());
-        let decision_id = new_id("aud_");
+        let decision_id = sequential_id("aud_");
         let event = self.event(
             &decision_id,
             &tenant,
@@ -365,7 +365,7 @@ impl Proxy {
 
         // The outcome record: not awaited, the response is already on its way.
         let mut outcome_event = self.event(
-            &new_id("aud_"),
+            &sequential_id("aud_"),
             &tenant,
             request_id,
             &outcome,
