@@ -82,18 +82,23 @@ pub struct AuditEvent {
     /// The token's id (`jti`), when a token verified. Never the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
-    /// Action asked for.
+    /// Action asked for (empty in an outcome record).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub action: String,
-    /// Resource asked for.
+    /// Resource asked for (empty in an outcome record).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub resource: String,
-    /// `allowed` or `denied`.
+    /// `allowed` or `denied` (empty in an outcome record).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub decision: String,
-    /// Reason code.
+    /// Reason code (empty in an outcome record).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// Deciding policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_id: Option<String>,
-    /// Human-readable explanation.
+    /// Human-readable explanation (empty in an outcome record).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// False when a denial was not enforced (route in `monitor` mode).
     pub enforced: bool,
@@ -211,20 +216,35 @@ impl AuditSink {
         }
     }
 
-    /// Records the outcome of a forwarded request: always queued with backpressure (the
-    /// request was already forwarded, so refusing it is no longer possible), never awaited to
-    /// disk. Fails only when the writer has stopped.
-    pub async fn record_outcome(&self, event: AuditEvent) -> Result<(), AuditError> {
+    /// Records the outcome of a forwarded request: never awaited to disk, always queued —
+    /// at once when there is room, else by a task that waits for room (backpressure: the
+    /// request was already forwarded, so refusing it is no longer possible). Lost only when
+    /// the writer has stopped, and then counted and logged.
+    pub fn record_outcome(&self, event: AuditEvent) {
         if self.durability == Durability::Off {
-            return Ok(());
+            return;
         }
         let job = Job { event, done: None };
-        if self.tx.send(job).await.is_err() {
-            self.stats.failures.fetch_add(1, Ordering::Relaxed);
-            return Err(AuditError::Unavailable);
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                let sink = self.clone();
+                tokio::spawn(async move {
+                    if sink.tx.send(job).await.is_ok() {
+                        sink.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        sink.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("outcome audit record lost: the audit writer stopped");
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("outcome audit record lost: the audit writer stopped");
+            }
         }
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Durability mode.

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST};
+use http::header::{CONNECTION, HOST};
 use std::collections::HashMap;
 
 use http::uri::{Authority, Scheme};
@@ -20,7 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::ProxyBody;
-use super::extract::{ACT_TOKEN, TokenHeader};
+use super::extract::TokenHeader;
 use crate::config::{Config, Upstream};
 
 /// Set on the upstream request: the token's agent.
@@ -103,33 +103,37 @@ pub struct Vouch<'a> {
 
 /// Rewrites request headers for the upstream (see the module documentation for the order).
 pub fn rewrite_request(headers: &mut HeaderMap, token: Option<TokenHeader>, vouch: &Vouch<'_>) {
-    strip_hop_by_hop(headers);
-    // CGI-style servers read `X_Act_Agent_Id` as `X-Act-Agent-Id`: names with `_` never pass.
-    let underscored: Vec<HeaderName> = headers
+    // One pass over the request's own headers decides what goes (cheaper than looking up
+    // every name on the lists): names a `Connection` header lists, hop-by-hop headers, names
+    // with `_` (CGI-style servers read `X_Act_Agent_Id` as `X-Act-Agent-Id`), the token,
+    // method and path overrides, client forwarding headers, every client `X-Act-*`, and
+    // `Content-Length` (framing is the body's: hyper sets it from what it forwards).
+    let connection_named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    let strip_authorization = token == Some(TokenHeader::Bearer);
+    let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            let n = k.as_str();
+            HOP_BY_HOP.contains(&n)
+                || OVERRIDES.contains(&n)
+                || FORWARDING.contains(&n)
+                || n.contains('_')
+                || n.starts_with("x-act-")
+                || n == "content-length"
+                || (strip_authorization && n == "authorization")
+                || connection_named.contains(k)
+        })
         .cloned()
         .collect();
-    for name in underscored {
+    for name in doomed {
         headers.remove(name);
     }
-    headers.remove(ACT_TOKEN);
-    if token == Some(TokenHeader::Bearer) {
-        headers.remove(AUTHORIZATION);
-    }
-    for name in OVERRIDES.iter().chain(FORWARDING) {
-        headers.remove(*name);
-    }
-    let act: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-act-"))
-        .cloned()
-        .collect();
-    for name in act {
-        headers.remove(name);
-    }
-    // Framing is the body's: hyper sets Content-Length or chunking from what it forwards.
-    headers.remove(CONTENT_LENGTH);
 
     headers.insert(HOST, vouch.upstream_host.clone());
     if let Some(agent) = vouch.agent.and_then(|a| HeaderValue::from_str(a).ok()) {
@@ -283,7 +287,9 @@ impl std::fmt::Debug for Upstreams {
 
 #[cfg(test)]
 mod tests {
+    use super::super::extract::ACT_TOKEN;
     use super::*;
+    use http::header::AUTHORIZATION;
 
     #[test]
     fn clients_cannot_strip_or_spoof_what_actgate_sets() {

@@ -251,7 +251,7 @@ impl Proxy {
             .clone()
             .unwrap_or_else(|| snapshot.config.tenant.clone());
         let decision_id = sequential_id("aud_");
-        let event = self.event(
+        let event = (self.gw.audit.durability() != crate::config::Durability::Off).then(|| self.event(
             &decision_id,
             &tenant,
             request_id,
@@ -261,8 +261,10 @@ impl Proxy {
             &resource,
             enforced,
             started,
-        );
-        if let Err(e) = self.gw.audit.record(event).await {
+        ));
+        if let Some(event) = event
+            && let Err(e) = self.gw.audit.record(event).await
+        {
             tracing::error!(request_id, error = %e, "audit unavailable: request refused (fail closed)");
             return Err(ProxyError::Unavailable(e.to_string()));
         }
@@ -363,27 +365,37 @@ impl Proxy {
             .inc();
         forward::rewrite_response(resp.headers_mut(), request_id);
 
-        // The outcome record: not awaited, the response is already on its way.
-        let mut outcome_event = self.event(
-            &sequential_id("aud_"),
-            &tenant,
-            request_id,
-            &outcome,
-            route,
-            &method,
-            &resource,
-            enforced,
-            started,
-        );
-        outcome_event.kind = EventKind::Outcome;
-        outcome_event.decision_id = Some(decision_id);
-        outcome_event.upstream_status = Some(status);
-        let audit = self.gw.audit.clone();
-        tokio::spawn(async move {
-            if let Err(e) = audit.record_outcome(outcome_event).await {
-                tracing::error!(error = %e, "outcome audit record lost: writer stopped");
-            }
-        });
+        // The outcome record: not awaited, the response is already on its way. It names its
+        // decision record and carries only what the decision did not know.
+        if self.gw.audit.durability() != crate::config::Durability::Off {
+            let (time, time_ms) = now_stamp();
+            let outcome_event = AuditEvent {
+                seq: 0,
+                kind: EventKind::Outcome,
+                id: sequential_id("aud_"),
+                decision_id: Some(decision_id),
+                time,
+                time_ms,
+                tenant_id: tenant,
+                source: Source::Proxy,
+                request_id: request_id.to_string(),
+                agent_id: None,
+                token_id: None,
+                action: String::new(),
+                resource: String::new(),
+                decision: String::new(),
+                reason: String::new(),
+                policy_id: None,
+                message: String::new(),
+                enforced,
+                route: None,
+                method: None,
+                upstream_status: Some(status),
+                latency_us: Some(started.elapsed().as_micros() as u64),
+                snapshot_version: outcome.snapshot_version,
+            };
+            self.gw.audit.record_outcome(outcome_event);
+        }
 
         Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
     }
