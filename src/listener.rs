@@ -13,7 +13,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::IntCounter;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -99,8 +103,10 @@ pub async fn serve<F, S, B>(
         let make = Arc::clone(&make);
         match &opts.tls {
             None => {
+                let deadline = opts.limits.header_read_timeout;
                 tokio::spawn(async move {
-                    serve_io(&builder, watcher, TokioIo::new(stream), make(peer, None)).await;
+                    let io = TokioIo::new(FirstByteDeadline::new(stream, deadline));
+                    serve_io(&builder, watcher, io, make(peer, None)).await;
                     drop(permit);
                 });
             }
@@ -127,13 +133,8 @@ pub async fn serve<F, S, B>(
                         .peer_certificates()
                         .and_then(ClientIdentity::from_chain)
                         .map(Arc::new);
-                    serve_io(
-                        &builder,
-                        watcher,
-                        TokioIo::new(stream),
-                        make(peer, identity),
-                    )
-                    .await;
+                    let io = TokioIo::new(FirstByteDeadline::new(stream, deadline));
+                    serve_io(&builder, watcher, io, make(peer, identity)).await;
                     drop(permit);
                 });
             }
@@ -164,4 +165,81 @@ async fn serve_io<I, S, B>(
 {
     let conn = builder.serve_connection(io, service);
     let _ = watcher.watch(conn.into_owned()).await;
+}
+
+/// Closes a connection that sends nothing: the first read must bring bytes within the
+/// deadline. (HTTP version detection waits for the first bytes before hyper's header-read
+/// timer starts, so without this an idle connection would hold its slot for ever.) After the
+/// first bytes, reads pass through; hyper's header-read timeout covers every later request
+/// head, and so idle keep-alive connections too.
+struct FirstByteDeadline<I> {
+    inner: I,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> FirstByteDeadline<I> {
+    fn new(inner: I, limit: Duration) -> Self {
+        FirstByteDeadline {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.deadline = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let expired = match self.deadline.as_mut() {
+                    Some(d) => d.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if expired {
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request within the header read timeout",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

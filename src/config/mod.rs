@@ -163,9 +163,10 @@ pub struct Limits {
     pub max_buffered_bodies: usize,
     /// Time allowed to receive a body that must be inspected.
     pub body_read_timeout: Duration,
-    /// Time allowed to receive a request head.
+    /// Time allowed to receive a request head (and a new connection's first bytes, and a TLS
+    /// handshake); client connections idle between requests are closed after it too.
     pub header_read_timeout: Duration,
-    /// Idle keep-alive connections are closed after this.
+    /// Idle pooled connections to upstreams are closed after this.
     pub idle_timeout: Duration,
     /// Time in-flight requests get to finish on shutdown.
     pub drain_timeout: Duration,

@@ -251,17 +251,19 @@ impl Proxy {
             .clone()
             .unwrap_or_else(|| snapshot.config.tenant.clone());
         let decision_id = sequential_id("aud_");
-        let event = (self.gw.audit.durability() != crate::config::Durability::Off).then(|| self.event(
-            &decision_id,
-            &tenant,
-            request_id,
-            &outcome,
-            route,
-            &method,
-            &resource,
-            enforced,
-            started,
-        ));
+        let event = (self.gw.audit.durability() != crate::config::Durability::Off).then(|| {
+            self.event(
+                &decision_id,
+                &tenant,
+                request_id,
+                &outcome,
+                route,
+                &method,
+                &resource,
+                enforced,
+                started,
+            )
+        });
         if let Some(event) = event
             && let Err(e) = self.gw.audit.record(event).await
         {
