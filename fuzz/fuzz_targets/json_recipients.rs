@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(list) = recipients(&v, &pointers) {
         let text = v.to_string();
         for r in list {
-            assert!(text.contains(&serde_json::to_string(&r).unwrap()[1..r.len().min(8) + 1]));
+            // Every recipient is a string value of the body, written the same way.
+            assert!(text.contains(&serde_json::to_string(&r).unwrap()), "{r:?} not in {text}");
         }
     }
 });

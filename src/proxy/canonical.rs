@@ -99,6 +99,10 @@ pub fn canonical_path(raw: &str) -> Result<String, TargetError> {
         i += 1;
     }
     let decoded = String::from_utf8(out).map_err(|_| TargetError::NotUtf8)?;
+    // Encoded C1 controls (U+0080–U+009F, e.g. `%C2%85` NEL) are control characters too.
+    if decoded.chars().any(char::is_control) {
+        return Err(TargetError::EncodedDelimiter);
+    }
     let segments: Vec<&str> = decoded[1..].split('/').collect();
     let last = segments.len() - 1;
     for (n, s) in segments.iter().enumerate() {
@@ -221,6 +225,8 @@ mod tests {
             ("/crm/a b", RawByte),
             ("/crm/%C3%28", NotUtf8),
             ("/crm/%FF", NotUtf8),
+            ("/crm/%C2%9A", EncodedDelimiter),
+            ("/crm/%C2%85x", EncodedDelimiter),
         ] {
             assert_eq!(canonical_path(raw), Err(want), "{raw:?}");
         }
