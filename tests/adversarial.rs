@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::upstream::Upstream;
-use common::{KEY, TestGateway, raw, raw_status};
+use common::{TestGateway, raw, raw_status};
 use serde_json::json;
 
 /// The route set: a read that is allowed, an admin area that is denied, a row-limited list,
@@ -666,29 +666,7 @@ async fn fail_closed_when_the_audit_disk_is_full_in_strict_mode() {
     let api = format!("http://{}", listening["api"].as_str().unwrap());
     let proxy = format!("http://{}", listening["proxy"].as_str().unwrap());
     let client = reqwest::Client::new();
-    let agent: serde_json::Value = client
-        .post(format!("{api}/v1/agents"))
-        .header("X-Api-Key", KEY)
-        .header("content-type", "application/json")
-        .body(r#"{"name": "disk"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let tok: serde_json::Value = client
-        .post(format!("{api}/v1/tokens"))
-        .header("X-Api-Key", KEY)
-        .header("content-type", "application/json")
-        .body(json!({"agentId": agent["id"]}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = tok["token"].as_str().unwrap().to_string();
+    let (_agent, token) = common::agent_and_token(&api).await;
     // Fill the disk with requests until records no longer fit: from then on, every request
     // is refused (503) and none is forwarded.
     let mut refused = 0;

@@ -11,7 +11,6 @@ use actgate::token::keys::public_keys;
 use common::process::{Proc, actgate};
 use common::upstream::Upstream;
 use common::{KEY, TestGateway, config_yaml};
-use reqwest::StatusCode;
 use serde_json::json;
 
 const SMALL_SEGMENTS: &str = "audit: { segmentMaxBytes: 4096, checkpointEvery: 10 }\n";
@@ -456,30 +455,7 @@ policies:
     std::fs::write(&config, config_yaml(&data, &extra)).unwrap();
     let proc = Proc::spawn(&config, &[]);
     let client = reqwest::Client::new();
-    let (s, agent) = common::split(
-        client
-            .post(format!("{}/v1/agents", proc.api))
-            .header("X-Api-Key", KEY)
-            .header("content-type", "application/json")
-            .body(r#"{"name": "crash"}"#)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let (_, tok) = common::split(
-        client
-            .post(format!("{}/v1/tokens", proc.api))
-            .header("X-Api-Key", KEY)
-            .header("content-type", "application/json")
-            .body(json!({"agentId": agent["id"]}).to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let token = tok["token"].as_str().unwrap().to_string();
+    let (_agent, token) = common::agent_and_token(&proc.api).await;
     // Eight clients hammer the proxy until the gateway dies under them.
     let mut workers = Vec::new();
     for w in 0..8 {

@@ -437,29 +437,7 @@ async fn reload_under_load_fails_no_request_and_a_bad_config_changes_nothing() {
     let proxy = format!("http://{}", running.proxy);
     let api = format!("http://{}", running.api);
     let client = reqwest::Client::new();
-    let agent: serde_json::Value = client
-        .post(format!("{api}/v1/agents"))
-        .header("X-Api-Key", KEY)
-        .header("content-type", "application/json")
-        .body(r#"{"name": "load"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let tok: serde_json::Value = client
-        .post(format!("{api}/v1/tokens"))
-        .header("X-Api-Key", KEY)
-        .header("content-type", "application/json")
-        .body(json!({"agentId": agent["id"]}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = tok["token"].as_str().unwrap().to_string();
+    let (_agent, token) = common::agent_and_token(&api).await;
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -586,29 +564,7 @@ async fn sigterm_lets_a_long_request_finish_within_the_drain_deadline() {
     .unwrap();
     let proc = common::process::Proc::spawn(&config, &[]);
     let client = reqwest::Client::new();
-    let agent: serde_json::Value = client
-        .post(format!("{}/v1/agents", proc.api))
-        .header("X-Api-Key", KEY)
-        .header("content-type", "application/json")
-        .body(r#"{"name": "slow"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let tok: serde_json::Value = client
-        .post(format!("{}/v1/tokens", proc.api))
-        .header("X-Api-Key", KEY)
-        .header("content-type", "application/json")
-        .body(json!({"agentId": agent["id"]}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = tok["token"].as_str().unwrap().to_string();
+    let (_agent, token) = common::agent_and_token(&proc.api).await;
     let url = format!("{}/slow", proc.proxy);
     let pending = tokio::spawn(async move { client.get(url).bearer_auth(token).send().await });
     for _ in 0..400 {

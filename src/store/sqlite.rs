@@ -144,31 +144,30 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut AuditIndex) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let audit = Arc::clone(&self.audit);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = audit
-                .lock()
-                .map_err(|_| StoreError::Backend("audit index lock poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(backend)?
+        locked(Arc::clone(&self.audit), f).await
     }
 
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(backend)?
+        locked(Arc::clone(&self.conn), f).await
     }
+}
+
+/// Runs `f` on the blocking pool with the lock held, so async workers never wait on disk.
+async fn locked<S: Send + 'static, T: Send + 'static>(
+    state: Arc<Mutex<S>>,
+    f: impl FnOnce(&mut S) -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(move || {
+        let mut guard = state
+            .lock()
+            .map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+        f(&mut guard)
+    })
+    .await
+    .map_err(backend)?
 }
 
 /// Opens a database in WAL mode with the given `synchronous` level and applies its pending

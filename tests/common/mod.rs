@@ -261,3 +261,36 @@ pub fn raw_status(answer: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// Registers an agent and issues it a token through the API at `api` (for gateways started
+/// as a process or with a custom config). Returns (agent id, token).
+pub async fn agent_and_token(api: &str) -> (String, String) {
+    let client = Client::new();
+    let agent: Value = client
+        .post(format!("{api}/v1/agents"))
+        .header("X-Api-Key", KEY)
+        .header("content-type", "application/json")
+        .body(r#"{"name": "test agent"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agent = agent["id"].as_str().expect("agent created").to_string();
+    let tok: Value = client
+        .post(format!("{api}/v1/tokens"))
+        .header("X-Api-Key", KEY)
+        .header("content-type", "application/json")
+        .body(json!({ "agentId": agent }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        agent,
+        tok["token"].as_str().expect("token issued").to_string(),
+    )
+}
