@@ -413,6 +413,20 @@ async fn token_confusion_is_refused() {
         "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZ2VudF9yb290In0.".to_string(),
         String::new(),
     ];
+    // The token copied into another header or the query string is refused: it would be
+    // forwarded, or logged by the upstream.
+    let copied = [
+        format!("X-Debug: {}\r\n", s.token),
+        format!("Authorizaton: Bearer {}\r\n", s.token),
+        format!("Cookie: session={}\r\n", s.token),
+    ];
+    for h in &copied {
+        assert_eq!(s.get("/crm/customers/1", h).await, 400, "{h:.30}");
+    }
+    assert_eq!(
+        s.get(&format!("/crm/customers/1?t={}", s.token), "").await,
+        400
+    );
     for t in &tokens {
         let status = s
             .get("/crm/customers/1", &format!("X-Act-Token: {t}\r\n"))

@@ -81,6 +81,31 @@ pub fn token(headers: &HeaderMap) -> Result<Option<(&str, TokenHeader)>, ProxyEr
     }
 }
 
+/// Refuses a request that carries its token anywhere but the one header it was read from:
+/// another header (which would be forwarded) or the query string (which upstreams log).
+pub fn token_elsewhere(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    token: &str,
+    from: TokenHeader,
+) -> Result<(), ProxyError> {
+    let finder = memchr::memmem::Finder::new(token.as_bytes());
+    let source = match from {
+        TokenHeader::Bearer => AUTHORIZATION.as_str(),
+        TokenHeader::ActToken => ACT_TOKEN,
+    };
+    let elsewhere = headers
+        .iter()
+        .filter(|(name, _)| name.as_str() != source)
+        .any(|(_, value)| finder.find(value.as_bytes()).is_some());
+    if elsewhere || query.is_some_and(|q| finder.find(q.as_bytes()).is_some()) {
+        return Err(ProxyError::bad_request(
+            "the capability token appears outside its header; send it once, in Authorization: Bearer or X-Act-Token",
+        ));
+    }
+    Ok(())
+}
+
 /// The row count a request asks for through the query parameter `name`. Only the exact
 /// raw key counts; a key that some upstream could read as the same parameter — another letter
 /// case (`LIMIT`), percent-encoded (`l%69mit`), bracketed (`limit[]`), padded — is refused, as

@@ -181,6 +181,9 @@ impl Proxy {
 
         // 3. extract
         let token = extract::token(&parts.headers)?;
+        if let Some((t, from)) = token {
+            extract::token_elsewhere(&parts.headers, query_str, t, from)?;
+        }
         let token_kind: Option<TokenHeader> = token.map(|t| t.1);
         let rows = match &route.rows {
             Some(RowSource::Query(name)) => extract::rows(query_str, name)?,
