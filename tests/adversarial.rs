@@ -624,6 +624,62 @@ async fn exhaustion_forged_tokens_never_take_cache_slots() {
     assert_eq!(s.up.requests().len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhaustion_valid_traffic_is_served_during_a_forged_token_flood() {
+    // Sixteen clients send distinct forged tokens (real key id, so each costs a signature
+    // check) without pause; meanwhile a client with a valid, cached token must be served.
+    let s = setup().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for w in 0..16 {
+        let (client, token) = (s.gw.client.clone(), s.token.clone());
+        let url = format!("{}/crm/customers/1", s.gw.proxy);
+        let (stop, refused) = (stop.clone(), refused.clone());
+        flood.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+                parts[2] = format!(
+                    "{}{:08}",
+                    &parts[2][..parts[2].len() - 8],
+                    w * 1_000_000 + i
+                );
+                let r = client
+                    .get(&url)
+                    .bearer_auth(parts.join("."))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 401);
+                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    while refused.load(std::sync::atomic::Ordering::Relaxed) < 50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = refused.load(std::sync::atomic::Ordering::Relaxed);
+    let valid = tokio::time::timeout(Duration::from_secs(20), async {
+        for _ in 0..50 {
+            assert_eq!(s.get("/crm/customers/1", "").await, 200);
+        }
+    })
+    .await;
+    let during = refused.load(std::sync::atomic::Ordering::Relaxed) - before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in flood {
+        t.await.unwrap();
+    }
+    assert!(valid.is_ok(), "valid traffic starved by the flood");
+    assert!(
+        during > 0,
+        "the flood was not running while valid traffic was served"
+    );
+    assert_eq!(s.up.requests().len(), 50);
+}
+
 #[tokio::test]
 async fn fail_closed_when_the_audit_disk_is_full_in_strict_mode() {
     // A real full disk: the data directory on a 1 MiB tmpfs, in a private mount namespace.

@@ -104,7 +104,8 @@ pub struct TokenSettings {
     pub clock_skew: Duration,
     /// Most verified tokens kept in the cache (0 disables it).
     pub cache_capacity: usize,
-    /// Most signature verifications running at once; more wait (bounds a forged-token flood).
+    /// Threads verifying signatures at once; more requests wait their turn. Bounds the CPU a
+    /// flood of forged tokens can take; cached tokens never wait for it.
     pub max_concurrent_verifications: usize,
 }
 
@@ -643,7 +644,7 @@ fn compile_tokens(v: Option<Value>, p: &mut Problems) -> TokenSettings {
         max_ttl: raw.max_ttl.map_or(Duration::from_secs(24 * 3600), |d| d.0),
         clock_skew: raw.clock_skew.map_or(Duration::from_secs(30), |d| d.0),
         cache_capacity: raw.cache_capacity.unwrap_or(100_000) as usize,
-        max_concurrent_verifications: raw.max_concurrent_verifications.unwrap_or(64) as usize,
+        max_concurrent_verifications: raw.max_concurrent_verifications.unwrap_or(1) as usize,
     };
     if t.max_ttl < Duration::from_secs(1) {
         p.push("tokens.maxTtl", "must be at least 1s");

@@ -88,6 +88,40 @@ fn parse_time(s: &str) -> Option<i64> {
         .map(|d| d.as_secs() as i64)
 }
 
+/// Refusals that cost nothing: oversized, or not a v4.public token at all.
+fn precheck(token: &str) -> Result<(), Reason> {
+    if token.len() > MAX_TOKEN_LEN || !token.starts_with(PublicToken::HEADER) {
+        return Err(Reason::TokenInvalid);
+    }
+    Ok(())
+}
+
+/// Verifies `token` against `keys` and reads its claims.
+fn verify(keys: &KeySet, token: &str) -> Result<Claims, Reason> {
+    precheck(token)?;
+    let untrusted = UntrustedToken::<pasetors::Public, V4>::try_from(token)
+        .map_err(|_| Reason::TokenInvalid)?;
+    let footer: Footer =
+        serde_json::from_slice(untrusted.untrusted_footer()).map_err(|_| Reason::TokenInvalid)?;
+    let public = keys
+        .verifying_key(&footer.kid)
+        .ok_or(Reason::TokenInvalid)?;
+    let trusted =
+        PublicToken::verify(public, &untrusted, None, None).map_err(|_| Reason::TokenInvalid)?;
+    let wire: WireClaims =
+        serde_json::from_str(trusted.payload()).map_err(|_| Reason::TokenInvalid)?;
+    let time = |s: &str| parse_time(s).ok_or(Reason::TokenInvalid);
+    Ok(Claims {
+        issued_at: time(&wire.iat)?,
+        not_before: time(&wire.nbf)?,
+        expires_at: time(&wire.exp)?,
+        jti: wire.jti,
+        agent: wire.sub,
+        tenant: wire.tid,
+        policy_ids: wire.pol,
+    })
+}
+
 /// Why a token could not be issued.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
@@ -181,46 +215,31 @@ impl Tokens {
     /// Verifies a token's signature and reads its claims, without the cache. Time and
     /// revocation are not checked here.
     pub fn verify_uncached(&self, token: &str) -> Result<Claims, Reason> {
-        if token.len() > MAX_TOKEN_LEN || !token.starts_with(PublicToken::HEADER) {
-            return Err(Reason::TokenInvalid);
-        }
-        let untrusted = UntrustedToken::<pasetors::Public, V4>::try_from(token)
-            .map_err(|_| Reason::TokenInvalid)?;
-        let footer: Footer = serde_json::from_slice(untrusted.untrusted_footer())
-            .map_err(|_| Reason::TokenInvalid)?;
-        let keys = self.keys.load();
-        let public = keys
-            .verifying_key(&footer.kid)
-            .ok_or(Reason::TokenInvalid)?;
-        let trusted = PublicToken::verify(public, &untrusted, None, None)
-            .map_err(|_| Reason::TokenInvalid)?;
-        let wire: WireClaims =
-            serde_json::from_str(trusted.payload()).map_err(|_| Reason::TokenInvalid)?;
-        let time = |s: &str| parse_time(s).ok_or(Reason::TokenInvalid);
-        Ok(Claims {
-            issued_at: time(&wire.iat)?,
-            not_before: time(&wire.nbf)?,
-            expires_at: time(&wire.exp)?,
-            jti: wire.jti,
-            agent: wire.sub,
-            tenant: wire.tid,
-            policy_ids: wire.pol,
-        })
+        verify(&self.keys.load(), token)
     }
 
-    /// The claims of a token: from the cache, else verified (at most
-    /// `maxConcurrentVerifications` at once; the rest wait) and cached.
+    /// The claims of a token: from the cache, else verified and cached. Verification runs
+    /// on tokio's blocking pool, at most `maxConcurrentVerifications` at once (the rest wait
+    /// their turn, in order): a flood of distinct forged tokens costs at most that many
+    /// threads of CPU and never occupies the threads that serve cached tokens.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Claims>, Reason> {
         let now = now_unix();
         if let Some(claims) = self.cache.get(token, now, self.skew_secs) {
             return Ok(claims);
         }
+        // Cheap refusals need no thread.
+        precheck(token)?;
         let _permit = self
             .verifications
             .acquire()
             .await
             .map_err(|_| Reason::InternalError)?;
-        let claims = Arc::new(self.verify_uncached(token)?);
+        let keys = self.keys.load_full();
+        let owned = token.to_owned();
+        let claims = tokio::task::spawn_blocking(move || verify(&keys, &owned))
+            .await
+            .map_err(|_| Reason::InternalError)??;
+        let claims = Arc::new(claims);
         // An expired token is not worth a slot; the decision will say it expired.
         if claims.expires_at + self.skew_secs >= now {
             self.cache.insert(token, Arc::clone(&claims), now);
