@@ -89,16 +89,26 @@ pub fn token_elsewhere(
     token: &str,
     from: TokenHeader,
 ) -> Result<(), ProxyError> {
-    let finder = memchr::memmem::Finder::new(token.as_bytes());
     let source = match from {
         TokenHeader::Bearer => AUTHORIZATION.as_str(),
         TokenHeader::ActToken => ACT_TOKEN,
     };
+    // Only a value at least as long as the token can hold it; most requests have none, and
+    // then no searcher is built (building one for a ~330-byte needle is most of the cost).
+    let mut finder = None;
+    let mut holds = |value: &[u8]| {
+        value.len() >= token.len()
+            && finder
+                .get_or_insert_with(|| memchr::memmem::Finder::new(token.as_bytes()))
+                .find(value)
+                .is_some()
+    };
     let elsewhere = headers
         .iter()
         .filter(|(name, _)| name.as_str() != source)
-        .any(|(_, value)| finder.find(value.as_bytes()).is_some());
-    if elsewhere || query.is_some_and(|q| finder.find(q.as_bytes()).is_some()) {
+        .any(|(_, value)| holds(value.as_bytes()));
+    let elsewhere = elsewhere || query.is_some_and(|q| holds(q.as_bytes()));
+    if elsewhere {
         return Err(ProxyError::bad_request(
             "the capability token appears outside its header; send it once, in Authorization: Bearer or X-Act-Token",
         ));
