@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # actgate under load, side by side with nginx, on one machine, in one run.
 #
-#   benches/proxy-load.sh            # full run (~6 min), prints the table, writes BENCHMARKS.md
+#   benches/proxy-load.sh            # full run (~8 min), prints the table, writes target/BENCHMARKS.latest.md
+#                                    # (BENCHMARKS.md holds a curated run with its reading)
 #   QUICK=1 benches/proxy-load.sh    # 3 s runs, 1 round (smoke)
 #
 # Contenders, alternated run by run (ROUNDS rounds, the median is reported):
