@@ -501,6 +501,50 @@ impl Outcome {
     pub fn is_allowed(&self) -> bool {
         self.reason == Reason::Allowed
     }
+
+    /// The audit record of this decision, stamped now, with id `id`. The proxy adds its
+    /// route and method; both callers add the latency.
+    pub fn decision_event(
+        &self,
+        id: String,
+        source: Source,
+        tenant: &str,
+        request_id: &str,
+        (action, resource): (String, String),
+        enforced: bool,
+    ) -> audit::AuditEvent {
+        let (time, time_ms) = audit::now_stamp();
+        audit::AuditEvent {
+            seq: 0,
+            kind: audit::EventKind::Decision,
+            id,
+            decision_id: None,
+            time,
+            time_ms,
+            tenant_id: tenant.to_string(),
+            source,
+            request_id: request_id.to_string(),
+            agent_id: self.agent_id.clone(),
+            token_id: self.token_id.clone(),
+            action,
+            resource,
+            decision: if self.is_allowed() {
+                "allowed"
+            } else {
+                "denied"
+            }
+            .into(),
+            reason: self.reason.as_str().into(),
+            policy_id: self.policy_id.clone(),
+            message: self.message.clone(),
+            enforced,
+            route: None,
+            method: None,
+            upstream_status: None,
+            latency_us: None,
+            snapshot_version: self.snapshot_version,
+        }
+    }
 }
 
 impl Gateway {

@@ -452,15 +452,7 @@ async fn issue_token(
         Ok(t) => t,
         Err(e) => return fail(e.to_string()),
     };
-    let rec = TokenRecord {
-        id: claims.jti.clone(),
-        tenant: claims.tenant.clone(),
-        agent_id: claims.agent.clone(),
-        policy_ids: claims.policy_ids.clone(),
-        issued_at: claims.issued_at,
-        expires_at: claims.expires_at,
-        revoked_at: None,
-    };
+    let rec = TokenRecord::issued(&claims);
     if let Err(e) = store.insert_token(&rec).await {
         return fail(e.to_string());
     }

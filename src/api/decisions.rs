@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, Caller, StrictJson};
-use crate::audit::{AuditEvent, AuditFilter, EventKind, Source, now_stamp};
+use crate::audit::{AuditFilter, Source};
 use crate::error::Problems;
 use crate::gateway::Gateway;
 use crate::ids::sequential_id;
@@ -131,38 +131,16 @@ pub(super) async fn enforce(
             .await
         }
     };
-    let (time, time_ms) = now_stamp();
     let audit_id = sequential_id("aud_");
-    let event = AuditEvent {
-        seq: 0,
-        kind: EventKind::Decision,
-        id: audit_id.clone(),
-        decision_id: None,
-        time,
-        time_ms,
-        tenant_id: caller.tenant.clone(),
-        source: Source::Enforce,
-        request_id: request_id.clone(),
-        agent_id: outcome.agent_id.clone(),
-        token_id: outcome.token_id.clone(),
-        action,
-        resource,
-        decision: if outcome.is_allowed() {
-            "allowed"
-        } else {
-            "denied"
-        }
-        .into(),
-        reason: outcome.reason.as_str().into(),
-        policy_id: outcome.policy_id.clone(),
-        message: outcome.message.clone(),
-        enforced: true,
-        route: None,
-        method: None,
-        upstream_status: None,
-        latency_us: Some(started.elapsed().as_micros() as u64),
-        snapshot_version: outcome.snapshot_version,
-    };
+    let mut event = outcome.decision_event(
+        audit_id.clone(),
+        Source::Enforce,
+        &caller.tenant,
+        &request_id,
+        (action, resource),
+        true,
+    );
+    event.latency_us = Some(started.elapsed().as_micros() as u64);
     if let Err(e) = gw.audit.record(event).await {
         // Fail closed: an allow that cannot be audited is not an allow.
         tracing::error!(error = %e, request_id = %request_id, "audit unavailable; enforce answers denied");

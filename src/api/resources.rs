@@ -455,17 +455,7 @@ pub(super) async fn issue_token(
             now,
         )
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    gw.store
-        .insert_token(&TokenRecord {
-            id: claims.jti.clone(),
-            tenant: claims.tenant.clone(),
-            agent_id: claims.agent.clone(),
-            policy_ids: claims.policy_ids.clone(),
-            issued_at: claims.issued_at,
-            expires_at: claims.expires_at,
-            revoked_at: None,
-        })
-        .await?;
+    gw.store.insert_token(&TokenRecord::issued(&claims)).await?;
     tracing::info!(token_id = %claims.jti, agent = %agent_id, tenant = %caller.tenant, ttl, "token issued");
     let mut body = json!({
         "token": token,

@@ -438,37 +438,18 @@ impl Proxy {
         enforced: bool,
         started: Instant,
     ) -> AuditEvent {
-        let (time, time_ms) = now_stamp();
-        AuditEvent {
-            seq: 0,
-            kind: EventKind::Decision,
-            id: id.to_string(),
-            decision_id: None,
-            time,
-            time_ms,
-            tenant_id: tenant.to_string(),
-            source: Source::Proxy,
-            request_id: request_id.to_string(),
-            agent_id: outcome.agent_id.clone(),
-            token_id: outcome.token_id.clone(),
-            action: route.action.clone(),
-            resource: resource.to_string(),
-            decision: if outcome.is_allowed() {
-                "allowed"
-            } else {
-                "denied"
-            }
-            .into(),
-            reason: outcome.reason.as_str().into(),
-            policy_id: outcome.policy_id.clone(),
-            message: outcome.message.clone(),
+        let mut event = outcome.decision_event(
+            id.to_string(),
+            Source::Proxy,
+            tenant,
+            request_id,
+            (route.action.clone(), resource.to_string()),
             enforced,
-            route: Some(route.name.clone()),
-            method: Some(method.as_str().to_string()),
-            upstream_status: None,
-            latency_us: Some(started.elapsed().as_micros() as u64),
-            snapshot_version: outcome.snapshot_version,
-        }
+        );
+        event.route = Some(route.name.clone());
+        event.method = Some(method.as_str().to_string());
+        event.latency_us = Some(started.elapsed().as_micros() as u64);
+        event
     }
 }
 

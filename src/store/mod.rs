@@ -139,6 +139,21 @@ pub struct TokenRecord {
     pub revoked_at: Option<i64>,
 }
 
+impl TokenRecord {
+    /// The record of a token just issued with `claims`.
+    pub fn issued(claims: &crate::token::Claims) -> TokenRecord {
+        TokenRecord {
+            id: claims.jti.clone(),
+            tenant: claims.tenant.clone(),
+            agent_id: claims.agent.clone(),
+            policy_ids: claims.policy_ids.clone(),
+            issued_at: claims.issued_at,
+            expires_at: claims.expires_at,
+            revoked_at: None,
+        }
+    }
+}
+
 /// An API key, by hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
