@@ -491,12 +491,7 @@ async fn exhaustion_idle_connections_are_bounded_and_valid_traffic_flows() {
     )
     .await;
     assert_eq!(raw_status(&answer), 0, "refused while at the limit");
-    let metrics = reqwest::get(format!("{}/metrics", s.gw.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.gw.metrics().await;
     assert!(
         metrics.contains("actgate_connections_rejected_total{listener=\"proxy\"} 1"),
         "counted"
@@ -609,12 +604,7 @@ async fn exhaustion_forged_tokens_never_take_cache_slots() {
     for t in tasks {
         t.await.unwrap();
     }
-    let metrics = reqwest::get(format!("{}/metrics", s.gw.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.gw.metrics().await;
     assert!(
         metrics.contains("actgate_token_cache_entries 0"),
         "forged tokens cached"

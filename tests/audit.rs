@@ -245,15 +245,7 @@ async fn a_torn_last_record_is_repaired_at_start_without_losing_the_records_befo
         .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
         .collect();
     assert_eq!(torn.len(), 1, "the torn bytes are kept for forensics");
-    let metrics = gw
-        .client
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("actgate_audit_torn_repairs_total 1"),
         "{metrics}"
@@ -396,15 +388,7 @@ async fn a_full_queue_denies_in_deny_mode_and_is_counted() {
         .count();
     assert!(denied >= 1, "{answers:?}");
     assert_eq!(denied + allowed, 20);
-    let metrics = gw
-        .client
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let failures: u64 = metrics
         .lines()
         .find(|l| l.starts_with("actgate_audit_failures_total "))

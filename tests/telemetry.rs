@@ -97,15 +97,7 @@ policies:
 async fn live_metrics_pass_promtool_and_cover_the_dashboard_and_alerts() {
     let promtool = promtool();
     let (gw, _up, token, agent) = traffic().await;
-    let metrics = gw
-        .client
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
 
     let mut child = Command::new(&promtool)
         .args(["check", "metrics"])
@@ -199,15 +191,7 @@ async fn per_agent_labels_are_opt_in_and_capped() {
         gw.enforce(&t, "read", "api://x/1", json!({})).await;
         agents.push(a);
     }
-    let metrics = gw
-        .client
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let labelled: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("actgate_agent_decisions_total{"))
@@ -221,14 +205,6 @@ async fn per_agent_labels_are_opt_in_and_capped() {
     assert!(labelled.iter().any(|l| l.contains(&agents[0])));
     // Off by default.
     let plain = TestGateway::start("").await;
-    let metrics = plain
-        .client
-        .get(format!("{}/metrics", plain.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = plain.metrics().await;
     assert!(!metrics.contains("actgate_agent_decisions_total{"));
 }

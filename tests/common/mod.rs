@@ -157,6 +157,18 @@ impl TestGateway {
         split(r).await
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.unwrap()
+    }
+
     /// Registers an agent in the default tenant and returns its id.
     pub async fn agent(&self) -> String {
         let (s, body) = self
