@@ -785,6 +785,55 @@ async fn fail_closed_when_the_audit_disk_is_full_in_strict_mode() {
     );
 }
 
+#[test]
+fn fail_closed_when_the_audit_directory_is_read_only() {
+    // The audit directory on a read-only tmpfs (in a private mount namespace), keys in place:
+    // in strict mode actgate cannot keep its audit log, so it refuses to start, saying why.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("actgate.yaml");
+    std::fs::write(
+        &config,
+        common::config_yaml(&data, "audit: { durability: strict }\n"),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_actgate");
+    let rotate = std::process::Command::new(bin)
+        .args(["keys", "rotate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(rotate.status.success(), "{rotate:?}");
+    let audit = data.join("audit");
+    std::fs::create_dir_all(&audit).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o ro,size=1m tmpfs {audit} && exec {bin} serve --config {config}",
+        audit = audit.display(),
+        config = config.display()
+    );
+    let out = std::process::Command::new("timeout")
+        .args([
+            "20",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("ACTGATE_LOG", "info")
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "must refuse to start: {stderr}");
+    assert!(
+        stderr.contains("audit log:") && stderr.contains("Read-only file system"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("actgate listening"), "{stderr}");
+}
+
 #[tokio::test]
 async fn fail_closed_on_an_unreadable_signing_key_or_store() {
     let gw = TestGateway::start("").await;
