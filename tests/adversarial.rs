@@ -12,7 +12,7 @@ use common::{TestGateway, raw, raw_status};
 use serde_json::json;
 
 /// The route set: a read that is allowed, an admin area that is denied, a row-limited list,
-/// an e-mail route with recipients.
+/// an update (POST, no recipients), an e-mail route with recipients.
 fn extra(up: &Upstream, limits: &str) -> String {
     format!(
         r#"
@@ -23,9 +23,11 @@ routes:
   - {{ name: list-customers, method: GET, path: /crm/customers, upstream: api, action: list, resource: "api://crm/customers", rows: {{ query: limit }} }}
   - {{ name: admin, method: GET, path: "/admin/{{page}}", upstream: api, action: read, resource: "api://admin/{{page}}" }}
   - {{ name: admin-root, method: GET, path: /admin, upstream: api, action: read, resource: "api://admin" }}
+  - {{ name: update-customer, method: POST, path: "/crm/customers/{{id}}", upstream: api, action: update, resource: "api://crm/customers/{{id}}" }}
   - {{ name: send-email, method: POST, path: /email/send, upstream: api, action: send_email, resource: "api://email/outbound", recipients: {{ json: [/to, /cc, /bcc] }} }}
 policies:
   - {{ name: read customers, actions: [read, list], resources: ["api://crm/customers", "api://crm/customers/*"], effect: allow, constraints: {{ maxRows: 50 }} }}
+  - {{ name: update customers, actions: [update], resources: ["api://crm/customers/*"], effect: allow }}
   - {{ name: no admin, actions: ["*"], resources: ["api://admin", "api://admin/**"], effect: deny }}
   - {{ name: mail, actions: [send_email], resources: ["api://email/*"], effect: allow, constraints: {{ allowedDomains: ["@corp.example"] }} }}
 "#,
@@ -322,6 +324,88 @@ async fn duplicated_and_disguised_query_parameters_are_refused() {
     // The plain form is forwarded exactly.
     assert_eq!(s.get("/crm/customers?limit=10", "").await, 200);
     assert_eq!(s.up.requests()[0].target, "/crm/customers?limit=10");
+}
+
+#[tokio::test]
+async fn method_overrides_in_post_bodies_are_refused() {
+    // Spring's HiddenHttpMethodFilter and Symfony read `_method` from a form POST, Rack from
+    // an untyped POST body, Laravel from JSON input: a POST the gateway allowed as an update
+    // would run as a DELETE.
+    let s = setup().await;
+    let post = |ct: Option<&str>, body: &str| {
+        let mut r =
+            s.gw.client
+                .post(format!("{}/crm/customers/7", s.gw.proxy))
+                .bearer_auth(&s.token)
+                .body(body.to_string());
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r
+    };
+    let form = Some("application/x-www-form-urlencoded");
+    let refused = [
+        (form, "name=x&_method=DELETE"),
+        (form, "name=x;_method=DELETE"),
+        (form, "%5Fmethod=DELETE"),
+        (form, "_METHOD=DELETE"),
+        (form, "_method[]=DELETE"),
+        (form, "_m%zzethod=DELETE"),
+        (None, "_method=DELETE"),
+        (
+            Some("application/json"),
+            r#"{"name": "x", "_method": "DELETE"}"#,
+        ),
+        (
+            Some("application/json"),
+            r#"{"name": "x", "\u005fmethod": "DELETE"}"#,
+        ),
+        (Some("application/vnd.api+json"), r#"{"_Method": "DELETE"}"#),
+        (Some("application/json"), r#"{"name": "x", "name": "y"}"#),
+        (
+            Some("multipart/form-data; boundary=b"),
+            "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n",
+        ),
+        (
+            Some("multipart/form-data; boundary=b"),
+            "--b\r\nContent-Disposition: form-data; name*=UTF-8''%5Fmethod\r\n\r\nDELETE\r\n--b--\r\n",
+        ),
+    ];
+    for (ct, body) in refused {
+        let r = post(ct, body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{ct:?} {body}");
+    }
+    let r =
+        s.gw.client
+            .post(format!("{}/crm/customers/7", s.gw.proxy))
+            .bearer_auth(&s.token)
+            .header("content-type", "application/json")
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 400, "two Content-Types");
+    assert!(s.up.requests().is_empty(), "{:?}", s.up.requests());
+    // Plain bodies pass, byte for byte; a body of another type is not read.
+    let passed = [
+        (form, "name=x&method=DELETE"),
+        (
+            Some("application/json"),
+            r#"{"name": "x", "nested": {"_method": "DELETE"}}"#,
+        ),
+        (Some("application/octet-stream"), "_method=DELETE"),
+    ];
+    for (ct, body) in passed {
+        let r = post(ct, body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{ct:?} {body}");
+    }
+    let got = s.up.requests();
+    assert_eq!(got.len(), passed.len());
+    for (req, (_, body)) in got.iter().zip(passed) {
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.body, body.as_bytes());
+    }
 }
 
 #[tokio::test]

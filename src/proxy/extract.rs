@@ -4,7 +4,7 @@
 //! a repeated or bracketed row parameter, a recipient field of an unexpected type.
 
 use http::HeaderMap;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::Value;
 
 use super::canonical::decode_query_component;
@@ -189,6 +189,131 @@ pub fn forbidden_query_keys(
     Ok(())
 }
 
+/// A POST body some upstream frameworks read a method override (`_method`) from: Spring's
+/// `HiddenHttpMethodFilter` and Symfony read form fields, Rack's `MethodOverride` reads an
+/// untyped POST body as a form, Laravel reads JSON input too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverrideBody {
+    /// `application/json` or `…+json`: parsed strictly, top-level keys checked.
+    Json,
+    /// `application/x-www-form-urlencoded`, or no `Content-Type` at all: field names decoded.
+    Form,
+    /// `multipart/form-data`: refused if `_method` appears anywhere in it.
+    Multipart,
+}
+
+/// The kind of body a framework could read a method override from, by `Content-Type`; `None`
+/// for any other type (its body streams through unread). A repeated `Content-Type` is refused:
+/// two parsers could pick different ones.
+pub fn override_body(headers: &HeaderMap) -> Result<Option<OverrideBody>, ProxyError> {
+    let mut values = headers.get_all(CONTENT_TYPE).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Ok(Some(OverrideBody::Form)),
+        (Some(v), None) => v,
+        (Some(_), Some(_)) => {
+            return Err(ProxyError::bad_request(
+                "Content-Type appears more than once",
+            ));
+        }
+    };
+    let mime = value
+        .to_str()
+        .map_err(|_| ProxyError::bad_request("Content-Type is not ASCII"))?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    Ok(match mime.as_str() {
+        "" | "application/x-www-form-urlencoded" => Some(OverrideBody::Form),
+        "multipart/form-data" => Some(OverrideBody::Multipart),
+        m if m.ends_with("/json") || m.ends_with("+json") => Some(OverrideBody::Json),
+        _ => None,
+    })
+}
+
+fn method_override_refused() -> ProxyError {
+    ProxyError::bad_request(
+        "the body carries `_method`, a method override; actgate decides on the request line's method only",
+    )
+}
+
+/// Whether a decoded parameter name is `_method` as some framework reads it: before any `[`,
+/// trimmed, case-folded.
+fn is_method_override(name: &str) -> bool {
+    crate::json::fold(name.split('[').next().unwrap_or_default().trim()) == "_method"
+}
+
+/// Refuses a JSON body with a top-level key that reads as `_method` (escapes are already
+/// decoded by the strict parser).
+pub fn method_override_json(body: &Value) -> Result<(), ProxyError> {
+    match body {
+        Value::Object(map) if map.keys().any(|k| is_method_override(k)) => {
+            Err(method_override_refused())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a form body with a field named `_method` in any spelling a framework decodes:
+/// percent-encoded, `+` for space, case, a `[` suffix, `;` as a separator. A malformed
+/// escape in a field name is refused too: parsers disagree on what it means.
+pub fn method_override_form(body: &[u8]) -> Result<(), ProxyError> {
+    for pair in body.split(|&b| b == b'&' || b == b';') {
+        let raw = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        let key = decode_form_name(raw)?;
+        if is_method_override(&String::from_utf8_lossy(&key)) {
+            return Err(method_override_refused());
+        }
+    }
+    Ok(())
+}
+
+fn decode_form_name(raw: &[u8]) -> Result<Vec<u8>, ProxyError> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    raw.get(i + 1).copied().and_then(hex),
+                    raw.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(ProxyError::bad_request(
+                        "a form field name has a malformed percent escape",
+                    ));
+                };
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// Refuses a multipart body that mentions `_method` anywhere (any case), or names a part with
+/// an extended `name*=` parameter that could spell it encoded. Deliberately blunt: actgate
+/// does not parse multipart, so it refuses what it cannot rule out.
+pub fn method_override_multipart(body: &[u8]) -> Result<(), ProxyError> {
+    let lower = body.to_ascii_lowercase();
+    if memchr::memmem::find(&lower, b"_method").is_some() {
+        return Err(method_override_refused());
+    }
+    for at in memchr::memmem::find_iter(&lower, b"name*") {
+        if at == 0 || !lower[at - 1].is_ascii_alphanumeric() {
+            return Err(ProxyError::bad_request(
+                "a multipart part is named with an extended `name*=` parameter; send plain `name=`",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Follows a JSON pointer, refusing a key along the way that equals the pointer's segment
 /// only after case folding (`BCC` for `/bcc`): a case-insensitive upstream would read it as
 /// the field actgate did not check.
@@ -353,5 +478,63 @@ mod tests {
         assert!(recipients(&json!({"to": {"email": "a@x.com"}}), &["/to".into()]).is_err());
         assert!(recipients(&json!({"to": ["a@x.com", 5]}), &["/to".into()]).is_err());
         assert!(recipients(&json!({"to": 5}), &["/to".into()]).is_err());
+    }
+
+    #[test]
+    fn method_overrides_in_bodies_are_found_in_every_spelling() {
+        for bad in [
+            "_method=DELETE",
+            "a=1&_METHOD=DELETE",
+            "a=1;_method=DELETE",
+            "%5Fmethod=DELETE",
+            "_m%65thod=DELETE",
+            "+_method=DELETE",
+            "_method[]=DELETE",
+            "_method",
+        ] {
+            assert!(method_override_form(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(
+            method_override_form(b"_m%zzethod=1").is_err(),
+            "malformed escape"
+        );
+        for ok in ["a=1&b=2", "method=DELETE", "x_method=1", "a=_method", ""] {
+            assert!(method_override_form(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        assert!(method_override_json(&json!({"_Method": "DELETE"})).is_err());
+        assert!(method_override_json(&json!({"a": {"_method": "DELETE"}})).is_ok());
+        let part = |name: &str| {
+            format!("--b\r\nContent-Disposition: form-data; {name}\r\n\r\nDELETE\r\n--b--\r\n")
+        };
+        assert!(method_override_multipart(part("name=\"_METHOD\"").as_bytes()).is_err());
+        assert!(method_override_multipart(part("name*=UTF-8''%5Fmethod").as_bytes()).is_err());
+        assert!(
+            method_override_multipart(part("name=\"f\"; filename*=UTF-8''a.txt").as_bytes())
+                .is_ok()
+        );
+        assert!(method_override_multipart(part("name=\"note\"").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn override_bodies_are_told_by_content_type() {
+        let kind = |ct: &[&str]| {
+            let pairs: Vec<(&str, &str)> = ct.iter().map(|v| ("content-type", *v)).collect();
+            override_body(&headers(&pairs))
+        };
+        assert_eq!(kind(&[]).unwrap(), Some(OverrideBody::Form));
+        assert_eq!(
+            kind(&["Application/X-WWW-Form-Urlencoded; charset=utf-8"]).unwrap(),
+            Some(OverrideBody::Form)
+        );
+        assert_eq!(
+            kind(&["multipart/form-data; boundary=b"]).unwrap(),
+            Some(OverrideBody::Multipart)
+        );
+        assert_eq!(
+            kind(&["application/vnd.api+json"]).unwrap(),
+            Some(OverrideBody::Json)
+        );
+        assert_eq!(kind(&["application/octet-stream"]).unwrap(), None);
+        assert!(kind(&["application/json", "text/plain"]).is_err());
     }
 }

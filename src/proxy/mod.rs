@@ -7,7 +7,8 @@
 //! 1. **target** — one canonical reading of the path and query ([`canonical`]); absolute-form
 //!    targets must agree with `Host`;
 //! 2. **route** — method + decoded path → route ([`route`]); no route, 404;
-//! 3. **extract** — the token (exactly one), the row count, the JSON recipients ([`extract`]);
+//! 3. **extract** — the token (exactly one), the row count, the JSON recipients, and no
+//!    method override in the query or a POST body ([`extract`]);
 //! 4. **decide** — the same [`Gateway::authorize`] as `/v1/enforce`;
 //! 5. **audit** — the decision record, committed first in `strict` mode; if it cannot be
 //!    recorded the request is refused (503, fail closed);
@@ -52,7 +53,7 @@ use crate::telemetry::status_class;
 use crate::tls::{ClientIdentity, ServerTls};
 use crate::token::Claims;
 use error::ProxyError;
-use extract::TokenHeader;
+use extract::{OverrideBody, TokenHeader};
 use forward::Vouch;
 use route::{Mode, RowSource};
 
@@ -210,20 +211,39 @@ impl Proxy {
             Err(r) => Err(r),
         };
         let early = claims.is_err() && route.mode == Mode::Enforce;
+        // A POST body a framework could read `_method` from is read and checked, like one
+        // with recipients; any other body streams through.
+        let override_body = if method == Method::POST && !hyper::body::Body::is_end_stream(&body) {
+            extract::override_body(&parts.headers)?
+        } else {
+            None
+        };
         let (body, recipients): (ProxyBody, Option<Vec<String>>) =
-            if route.recipients.is_empty() || early {
+            if early || (route.recipients.is_empty() && override_body.is_none()) {
                 (Limited::new(body, limits.max_body_bytes).boxed(), None)
             } else {
-                if !is_json(&parts.headers) {
+                if !route.recipients.is_empty() && !is_json(&parts.headers) {
                     return Err(ProxyError::UnsupportedMediaType);
                 }
                 let bytes = self.buffer_body(body, limits).await?;
-                let json = crate::json::parse_strict(&bytes, limits.max_json_depth)
-                    .map_err(|e| ProxyError::bad_request(format!("body is not valid JSON: {e}")))?;
-                let list = extract::recipients(&json, &route.recipients)?;
+                let mut recipients = None;
+                match override_body {
+                    Some(OverrideBody::Form) => extract::method_override_form(&bytes)?,
+                    Some(OverrideBody::Multipart) => extract::method_override_multipart(&bytes)?,
+                    Some(OverrideBody::Json) | None => {
+                        let json = crate::json::parse_strict(&bytes, limits.max_json_depth)
+                            .map_err(|e| {
+                                ProxyError::bad_request(format!("body is not valid JSON: {e}"))
+                            })?;
+                        extract::method_override_json(&json)?;
+                        if !route.recipients.is_empty() {
+                            recipients = Some(extract::recipients(&json, &route.recipients)?);
+                        }
+                    }
+                }
                 (
                     Full::new(bytes).map_err(|never| match never {}).boxed(),
-                    Some(list),
+                    recipients,
                 )
             };
         let query = Query {
