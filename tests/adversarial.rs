@@ -810,7 +810,7 @@ async fn fail_closed_when_the_audit_disk_is_full_in_strict_mode() {
     let api = format!("http://{}", listening["api"].as_str().unwrap());
     let proxy = format!("http://{}", listening["proxy"].as_str().unwrap());
     let client = reqwest::Client::new();
-    let (_agent, token) = common::agent_and_token(&api).await;
+    let (agent, token) = common::agent_and_token(&api).await;
     // Fill the disk with requests until records no longer fit: from then on, every request
     // is refused (503) and none is forwarded.
     let mut refused = 0;
@@ -855,6 +855,44 @@ async fn fail_closed_when_the_audit_disk_is_full_in_strict_mode() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(failures >= 20, "{failures}");
+    // The store sits on the same full disk: a write through the API fails visibly (500,
+    // counted, logged) and hands out nothing — no token, no agent.
+    for (path, body) in [
+        ("/v1/tokens", json!({ "agentId": agent })),
+        ("/v1/agents", json!({ "name": "one more" })),
+    ] {
+        let r = client
+            .post(format!("{api}{path}"))
+            .header("X-Api-Key", common::KEY)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 500, "{path}: {text}");
+        assert!(
+            !text.contains("v4.public.") && !text.contains("\"id\""),
+            "{path}: {text}"
+        );
+    }
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        listening["admin"].as_str().unwrap()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("actgate_api_requests_total{")
+                && l.contains("status_class=\"5xx\"")),
+        "API failures counted"
+    );
     let _ = std::process::Command::new("kill")
         .arg("-KILL")
         .arg(child.id().to_string())
@@ -866,6 +904,10 @@ async fn fail_closed_when_the_audit_disk_is_full_in_strict_mode() {
             .chain(seen.iter())
             .any(|l| l.contains("audit log append failed")),
         "logged"
+    );
+    assert!(
+        logs.iter().any(|l| l.contains("API request failed")),
+        "store failure logged"
     );
 }
 
