@@ -19,7 +19,7 @@ use crate::audit::{self, AuditSink, Source};
 use crate::config::{Config, KeySource};
 use crate::error::Problems;
 use crate::policy::{Constraints, Policy, PolicySet, PolicySource, Query, Reason, validate_policy};
-use crate::snapshot::{AgentState, Snapshot};
+use crate::snapshot::{AgentState, AgentsByTenant, Snapshot};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Agent, AgentStatus, ApiKeyRecord, Store, StoreError};
 use crate::telemetry::Metrics;
@@ -447,21 +447,21 @@ impl Gateway {
                 Arc::new(set)
             }
         };
-        let agents = agents
+        let mut by_tenant = AgentsByTenant::new();
+        for a in agents
             .into_iter()
             .chain(config.agents.iter().map(Agent::from_config))
-            .map(|a| {
-                (
-                    a.id.into_boxed_str(),
-                    AgentState {
-                        sender_constrained: a.metadata.get("senderConstrained")
-                            == Some(&serde_json::Value::Bool(true)),
-                        tenant: a.tenant.into_boxed_str(),
-                        active: a.status == AgentStatus::Active,
-                    },
-                )
-            })
-            .collect();
+        {
+            let state = AgentState {
+                sender_constrained: a.metadata.get("senderConstrained")
+                    == Some(&serde_json::Value::Bool(true)),
+                active: a.status == AgentStatus::Active,
+            };
+            by_tenant
+                .entry(a.tenant.into_boxed_str())
+                .or_default()
+                .insert(a.id.into_boxed_str(), state);
+        }
         let revoked = revoked.into_iter().map(String::into_boxed_str).collect();
         Ok(Snapshot {
             version: self.version.fetch_add(1, Ordering::SeqCst) + 1,
@@ -469,7 +469,7 @@ impl Gateway {
             config,
             upstreams,
             policies,
-            agents: Arc::new(agents),
+            agents: Arc::new(by_tenant),
             revoked: Arc::new(revoked),
         })
     }

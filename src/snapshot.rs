@@ -18,14 +18,15 @@ use crate::token::Claims;
 /// What the decision needs to know of an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentState {
-    /// Its tenant.
-    pub tenant: Box<str>,
     /// False once revoked.
     pub active: bool,
     /// Its tokens are honoured only from a client certificate of its own (agent metadata
     /// `senderConstrained: true`).
     pub sender_constrained: bool,
 }
+
+/// Agents by tenant, then id: ids are unique within a tenant only.
+pub type AgentsByTenant = AHashMap<Box<str>, AHashMap<Box<str>, AgentState>>;
 
 /// The compiled state decisions are made against.
 #[derive(Debug, Default)]
@@ -40,8 +41,8 @@ pub struct Snapshot {
     pub routes: Arc<RouteTable>,
     /// Upstream clients, built from `config`.
     pub upstreams: Arc<Upstreams>,
-    /// Registered agents by id.
-    pub agents: Arc<AHashMap<Box<str>, AgentState>>,
+    /// Registered agents by tenant, then id: ids are unique within a tenant only.
+    pub agents: Arc<AgentsByTenant>,
     /// Revoked token ids (until they expire).
     pub revoked: Arc<AHashSet<Box<str>>>,
 }
@@ -73,6 +74,11 @@ impl Snapshot {
         self.policies.evaluate(&who, query)
     }
 
+    /// An agent of a tenant.
+    pub fn agent(&self, tenant: &str, id: &str) -> Option<&AgentState> {
+        self.agents.get(tenant)?.get(id)
+    }
+
     /// The token stage of a decision (DESIGN.md §2, step 1), after the signature verified.
     pub fn check_token(
         &self,
@@ -90,9 +96,8 @@ impl Snapshot {
         if self.revoked.contains(claims.jti.as_str()) {
             return Err(Reason::TokenRevoked);
         }
-        match self.agents.get(claims.agent.as_str()) {
+        match self.agent(&claims.tenant, &claims.agent) {
             None => return Err(Reason::AgentRevoked),
-            Some(agent) if *agent.tenant != *claims.tenant => return Err(Reason::TokenInvalid),
             Some(agent) if !agent.active => return Err(Reason::AgentRevoked),
             Some(_) => {}
         }
@@ -123,11 +128,10 @@ mod tests {
     }
 
     fn snapshot(active: bool, revoked: &[&str]) -> Snapshot {
-        let mut agents = AHashMap::new();
-        agents.insert(
+        let mut agents = AgentsByTenant::new();
+        agents.entry("t".into()).or_default().insert(
             "agent_1".into(),
             AgentState {
-                tenant: "t".into(),
                 active,
                 sender_constrained: false,
             },
@@ -183,9 +187,10 @@ mod tests {
         let mut stranger = claims();
         stranger.agent = "agent_unknown".into();
         assert_eq!(reason(&s, &stranger, None, 1500), Reason::AgentRevoked);
+        // The same agent id in another tenant is another agent, unknown here.
         let mut cross = claims();
         cross.tenant = "other".into();
-        assert_eq!(reason(&s, &cross, None, 1500), Reason::TokenInvalid);
+        assert_eq!(reason(&s, &cross, None, 1500), Reason::AgentRevoked);
         let q = Query {
             action: "read",
             resource: "api://x",

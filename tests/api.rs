@@ -410,6 +410,94 @@ async fn tenants_are_isolated() {
 }
 
 #[tokio::test]
+async fn the_same_ids_in_two_tenants_are_two_agents_and_two_policies() {
+    // Ids are unique within a tenant: a caller-chosen id another tenant already uses is no
+    // conflict (a 409 would tell one tenant what another has), and nothing is shared.
+    let gw = TestGateway::start("").await;
+    let policy = |resources: &str| {
+        json!({"id": "pol_shared", "name": "shared", "actions": ["read"],
+               "resources": [resources], "effect": "allow"})
+    };
+    for (key, resources) in [(KEY, "api://crm/*"), (OTHER_KEY, "api://other/*")] {
+        let (s, b) = gw
+            .post(
+                "/v1/agents",
+                key,
+                json!({"id": "agent_shared", "name": "shared"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let (s, b) = gw.post("/v1/policies", key, policy(resources)).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    // Twice in one tenant is still a conflict.
+    let (s, _) = gw
+        .post(
+            "/v1/agents",
+            KEY,
+            json!({"id": "agent_shared", "name": "again"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = gw.post("/v1/policies", KEY, policy("api://x/*")).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(
+        gw.get("/v1/policies/pol_shared", OTHER_KEY).await.1["resources"],
+        json!(["api://other/*"])
+    );
+    let token = |key: &'static str| {
+        let gw = &gw;
+        async move {
+            let (s, b) = gw
+                .post("/v1/tokens", key, json!({"agentId": "agent_shared"}))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+            b["token"].as_str().unwrap().to_string()
+        }
+    };
+    let (mine, theirs) = (token(KEY).await, token(OTHER_KEY).await);
+    let decide = |key: &'static str, token: String, resource: &'static str| {
+        let gw = &gw;
+        async move {
+            let (_, d) = gw
+                .post(
+                    "/v1/enforce",
+                    key,
+                    json!({"capabilityToken": token, "action": "read", "resourceId": resource}),
+                )
+                .await;
+            d["reason"]
+                .as_str()
+                .unwrap_or(d["decision"].as_str().unwrap())
+                .to_string()
+        }
+    };
+    assert_eq!(decide(KEY, mine.clone(), "api://crm/1").await, "allowed");
+    assert_eq!(
+        decide(KEY, mine.clone(), "api://other/1").await,
+        "no_matching_policy"
+    );
+    assert_eq!(
+        decide(OTHER_KEY, theirs.clone(), "api://other/1").await,
+        "allowed"
+    );
+    assert_eq!(
+        decide(OTHER_KEY, theirs.clone(), "api://crm/1").await,
+        "no_matching_policy"
+    );
+    // Revoking one tenant's agent leaves the other's alone.
+    assert_eq!(
+        gw.delete("/v1/agents/agent_shared", OTHER_KEY).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        decide(OTHER_KEY, theirs, "api://other/1").await,
+        "agent_revoked"
+    );
+    assert_eq!(decide(KEY, mine, "api://crm/1").await, "allowed");
+}
+
+#[tokio::test]
 async fn validation_errors_name_the_field_and_the_fix() {
     let gw = TestGateway::start(
         "policies:\n  - { name: Config Policy, actions: [read], resources: [\"api://x/*\"], effect: allow }\n",

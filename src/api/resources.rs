@@ -90,7 +90,11 @@ pub(super) async fn create_agent(
         return Err(ApiError::Invalid(p));
     }
     if let Some(id) = &input.id
-        && gw.config().agents.iter().any(|a| a.id == *id)
+        && gw
+            .config()
+            .agents
+            .iter()
+            .any(|a| a.id == *id && a.tenant == caller.tenant)
     {
         return Err(ApiError::Conflict(format!("agent id {id} is taken")));
     }

@@ -484,8 +484,7 @@ fn sender_check(
     claims: &Claims,
 ) -> Result<(), Reason> {
     let agent_requires = snapshot
-        .agents
-        .get(claims.agent.as_str())
+        .agent(&claims.tenant, &claims.agent)
         .is_some_and(|a| a.sender_constrained);
     if !route_requires && !agent_requires {
         return Ok(());

@@ -56,6 +56,41 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX tokens_revoked ON tokens(expires_at) WHERE revoked_at IS NOT NULL;
     "#,
+    // 2: agent and policy ids are unique within a tenant, not across tenants (a global key
+    // told one tenant, by a 409, which ids another tenant uses).
+    r#"
+    CREATE TABLE agents_v2 (
+        id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        metadata TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (tenant, id)
+    );
+    INSERT INTO agents_v2 (id, tenant, name, description, metadata, status, created_at, updated_at)
+        SELECT id, tenant, name, description, metadata, status, created_at, updated_at FROM agents;
+    DROP TABLE agents;
+    ALTER TABLE agents_v2 RENAME TO agents;
+    CREATE INDEX agents_tenant ON agents(tenant, created_at);
+    CREATE TABLE policies_v2 (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (tenant, id),
+        UNIQUE (tenant, name)
+    );
+    INSERT INTO policies_v2 (seq, id, tenant, name, body, created_at, updated_at)
+        SELECT seq, id, tenant, name, body, created_at, updated_at FROM policies;
+    DROP TABLE policies;
+    ALTER TABLE policies_v2 RENAME TO policies;
+    "#,
 ];
 
 /// Migrations of the audit index database (`audit-index.db`). It is a secondary copy of the
@@ -683,5 +718,69 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_2_keeps_rows_and_scopes_ids_to_a_tenant() {
+        // A database at schema 1, with an agent and a policy.
+        let conn = migrate(
+            Connection::open_in_memory().unwrap(),
+            "FULL",
+            &MIGRATIONS[..1],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO agents VALUES ('agent_a', 't1', 'A', NULL, '{}', 'active', 'c', 'u');
+             INSERT INTO policies (id, tenant, name, body, created_at, updated_at)
+                 VALUES ('pol_a', 't1', 'P', '{}', 'c', 'u');",
+        )
+        .unwrap();
+        let conn = migrate(conn, "FULL", MIGRATIONS).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let name: String = conn
+            .query_row(
+                "SELECT name FROM agents WHERE tenant = 't1' AND id = 'agent_a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(name, "A");
+        // The same ids in another tenant are other rows; twice in one tenant is a conflict.
+        conn.execute_batch(
+            "INSERT INTO agents VALUES ('agent_a', 't2', 'B', NULL, '{}', 'active', 'c', 'u');
+             INSERT INTO policies (id, tenant, name, body, created_at, updated_at)
+                 VALUES ('pol_a', 't2', 'P', '{}', 'c', 'u');",
+        )
+        .unwrap();
+        assert!(
+            conn.execute_batch(
+                "INSERT INTO agents VALUES ('agent_a', 't1', 'C', NULL, '{}', 'active', 'c', 'u')"
+            )
+            .is_err()
+        );
+        assert!(
+            conn.execute_batch(
+                "INSERT INTO policies (id, tenant, name, body, created_at, updated_at)
+                     VALUES ('pol_a', 't1', 'Q', '{}', 'c', 'u')"
+            )
+            .is_err()
+        );
+        // Policy order (seq) survives: a new policy comes after the migrated one.
+        let seqs: Vec<i64> = conn
+            .prepare("SELECT seq FROM policies ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(seqs, vec![1, 2]);
     }
 }
