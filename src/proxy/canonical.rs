@@ -118,7 +118,11 @@ pub fn canonical_path(raw: &str) -> Result<String, TargetError> {
 
 /// Percent-decodes a query component once (`+` is a space, as in forms).
 pub fn decode_query_component(raw: &str) -> Result<String, TargetError> {
-    let bytes = raw.as_bytes();
+    String::from_utf8(decode_form_bytes(raw.as_bytes())?).map_err(|_| TargetError::NotUtf8)
+}
+
+/// Percent-decodes form-encoded bytes once (`+` is a space); a malformed escape is an error.
+pub fn decode_form_bytes(bytes: &[u8]) -> Result<Vec<u8>, TargetError> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -139,7 +143,7 @@ pub fn decode_query_component(raw: &str) -> Result<String, TargetError> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| TargetError::NotUtf8)
+    Ok(out)
 }
 
 /// Checks a raw query string: no `;` (some servers split on it), no raw control or non-ASCII

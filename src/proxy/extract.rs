@@ -7,7 +7,7 @@ use http::HeaderMap;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::Value;
 
-use super::canonical::decode_query_component;
+use super::canonical::{decode_form_bytes, decode_query_component};
 use super::error::ProxyError;
 use crate::token::MAX_TOKEN_LEN;
 
@@ -261,39 +261,14 @@ pub fn method_override_json(body: &Value) -> Result<(), ProxyError> {
 pub fn method_override_form(body: &[u8]) -> Result<(), ProxyError> {
     for pair in body.split(|&b| b == b'&' || b == b';') {
         let raw = pair.split(|&b| b == b'=').next().unwrap_or_default();
-        let key = decode_form_name(raw)?;
+        let key = decode_form_bytes(raw).map_err(|_| {
+            ProxyError::bad_request("a form field name has a malformed percent escape")
+        })?;
         if is_method_override(&String::from_utf8_lossy(&key)) {
             return Err(method_override_refused());
         }
     }
     Ok(())
-}
-
-fn decode_form_name(raw: &[u8]) -> Result<Vec<u8>, ProxyError> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'%' => {
-                let (Some(h), Some(l)) = (
-                    raw.get(i + 1).copied().and_then(hex),
-                    raw.get(i + 2).copied().and_then(hex),
-                ) else {
-                    return Err(ProxyError::bad_request(
-                        "a form field name has a malformed percent escape",
-                    ));
-                };
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Ok(out)
 }
 
 /// Refuses a multipart body that mentions `_method` anywhere (any case), or names a part with
