@@ -82,16 +82,15 @@ async fn catch_up_index(
     let n = records.len();
     for event in records {
         batch.push(event);
-        if batch.len() == 1000 {
-            if let Err(e) = store.append_audit(&batch).await {
-                error = Some(e);
-                break;
-            }
-            batch.clear();
+        if batch.len() == 1000
+            && let Err(e) = store.append_audit(std::mem::take(&mut batch)).await
+        {
+            error = Some(e);
+            break;
         }
     }
     if error.is_none() && !batch.is_empty() {
-        error = store.append_audit(&batch).await.err();
+        error = store.append_audit(batch).await.err();
     }
     if let Some(e) = error {
         return Err(e.into());

@@ -576,17 +576,19 @@ fn audit_command(command: AuditCommand) -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
             }
-            for chunk in events.chunks(1000) {
+            let total = events.len();
+            let mut events = events.into_iter();
+            loop {
+                let chunk: Vec<_> = events.by_ref().take(1000).collect();
+                if chunk.is_empty() {
+                    break;
+                }
                 if let Err(e) = store.append_audit(chunk).await {
                     eprintln!("error: {e}");
                     return ExitCode::from(1);
                 }
             }
-            println!(
-                "reindexed {} audit records from {}",
-                events.len(),
-                dir.display()
-            );
+            println!("reindexed {} audit records from {}", total, dir.display());
             ExitCode::SUCCESS
         }),
     }

@@ -121,7 +121,8 @@ impl Writer {
     }
 
     fn commit(&mut self, jobs: &mut Vec<Job>, closed: &mut bool) {
-        let mut events: Vec<AuditEvent> = jobs.iter().map(|j| j.event.clone()).collect();
+        let (mut events, dones): (Vec<AuditEvent>, Vec<_>) =
+            jobs.drain(..).map(|j| (j.event, j.done)).unzip();
         let before = self.log.last_seq;
         let mut attempt = 0u32;
         loop {
@@ -142,10 +143,8 @@ impl Writer {
                         self.stats
                             .failures
                             .fetch_add(events.len() as u64, Ordering::Relaxed);
-                        for job in jobs.drain(..) {
-                            if let Some(done) = job.done {
-                                let _ = done.send(Err(AuditError::Unavailable));
-                            }
+                        for done in dones.into_iter().flatten() {
+                            let _ = done.send(Err(AuditError::Unavailable));
                         }
                         if self.durability == Durability::Batched {
                             tracing::error!(
@@ -162,15 +161,13 @@ impl Writer {
         self.stats
             .written
             .fetch_add(events.len() as u64, Ordering::Relaxed);
-        for job in jobs.drain(..) {
-            if let Some(done) = job.done {
-                let _ = done.send(Ok(0));
-            }
+        for done in dones.into_iter().flatten() {
+            let _ = done.send(Ok(0));
         }
         let store = Arc::clone(&self.store);
         if let Err(e) = self
             .handle
-            .block_on(async move { store.append_audit(&events).await })
+            .block_on(async move { store.append_audit(events).await })
         {
             self.metrics.index_failures.inc();
             tracing::error!(error = %e, "audit index write failed; the log has the records and the index catches up at the next start");

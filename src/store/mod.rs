@@ -216,7 +216,7 @@ pub trait Store: Send + Sync + 'static {
     async fn revoked_token_ids(&self, now: i64) -> StoreResult<Vec<String>>;
 
     /// Appends audit events to the queryable index, in one transaction.
-    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()>;
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()>;
     /// Highest audit sequence number indexed (0 when none).
     async fn last_audit_seq(&self) -> StoreResult<u64>;
     /// Removes every indexed audit event (before a rebuild from the log).

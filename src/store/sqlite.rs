@@ -563,29 +563,41 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
+    async fn append_audit(&self, mut events: Vec<AuditEvent>) -> StoreResult<()> {
         // Fold each outcome into its decision: in this batch (most of the time, the decision
         // and its outcome are committed together), or by the decision's remembered seq.
-        let mut rows: Vec<AuditEvent> = Vec::with_capacity(events.len());
-        let mut in_batch: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        let mut outcomes: Vec<&AuditEvent> = Vec::new();
-        for e in events {
-            match (e.kind, &e.decision_id) {
-                (EventKind::Outcome, Some(decision)) => match in_batch.get(decision.as_str()) {
-                    Some(&i) => {
-                        rows[i].upstream_status = e.upstream_status;
-                        rows[i].latency_us = e.latency_us;
+        let mut folded_into: Vec<Option<usize>> = vec![None; events.len()];
+        {
+            let mut in_batch: std::collections::HashMap<&str, usize> =
+                std::collections::HashMap::with_capacity(events.len());
+            for (i, e) in events.iter().enumerate() {
+                match (e.kind, &e.decision_id) {
+                    (EventKind::Outcome, Some(decision)) => {
+                        folded_into[i] = in_batch.get(decision.as_str()).copied();
                     }
-                    None => outcomes.push(e),
-                },
-                _ => {
-                    in_batch.insert(e.id.as_str(), rows.len());
-                    rows.push(e.clone());
+                    _ => {
+                        in_batch.insert(e.id.as_str(), i);
+                    }
                 }
             }
         }
-        let outcomes: Vec<AuditEvent> = outcomes.into_iter().cloned().collect();
+        for (i, into) in folded_into.iter().enumerate() {
+            if let Some(d) = *into {
+                let (status, latency) = (events[i].upstream_status, events[i].latency_us);
+                events[d].upstream_status = status;
+                events[d].latency_us = latency;
+            }
+        }
         let last = events.iter().map(|e| e.seq).max();
+        let mut rows: Vec<AuditEvent> = Vec::with_capacity(events.len());
+        let mut outcomes: Vec<AuditEvent> = Vec::new();
+        for (e, into) in events.into_iter().zip(folded_into) {
+            match (e.kind, &e.decision_id, into) {
+                (EventKind::Outcome, Some(_), Some(_)) => {}
+                (EventKind::Outcome, Some(_), None) => outcomes.push(e),
+                _ => rows.push(e),
+            }
+        }
         self.with_audit(move |ix| {
             let tx = ix.conn.transaction().map_err(backend)?;
             {
