@@ -370,6 +370,14 @@ async fn method_overrides_in_post_bodies_are_refused() {
             Some("multipart/form-data; boundary=b"),
             "--b\r\nContent-Disposition: form-data; name*=UTF-8''%5Fmethod\r\n\r\nDELETE\r\n--b--\r\n",
         ),
+        (
+            Some("multipart/form-data; boundary=b"),
+            "--b\r\nContent-Disposition: form-data; name=\"=?UTF-8?B?X21ldGhvZA==?=\"\r\n\r\nDELETE\r\n--b--\r\n",
+        ),
+        (
+            Some("application/x-www-form-urlencoded; charset=utf-16le"),
+            "_\0m\0e\0t\0h\0o\0d\0=\0D\0",
+        ),
     ];
     for (ct, body) in refused {
         let r = post(ct, body).send().await.unwrap();

@@ -216,21 +216,47 @@ pub fn override_body(headers: &HeaderMap) -> Result<Option<OverrideBody>, ProxyE
             ));
         }
     };
-    let mime = value
+    let value = value
         .to_str()
         .map_err(|_| ProxyError::bad_request("Content-Type is not ASCII"))?
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
         .to_ascii_lowercase();
-    Ok(match mime.as_str() {
+    let mut params = value.split(';');
+    let mime = params.next().unwrap_or_default().trim();
+    let kind = match mime {
         "" | "application/x-www-form-urlencoded" => Some(OverrideBody::Form),
         "multipart/form-data" => Some(OverrideBody::Multipart),
         m if m.ends_with("/json") || m.ends_with("+json") => Some(OverrideBody::Json),
         _ => None,
-    })
+    };
+    if matches!(kind, Some(OverrideBody::Form | OverrideBody::Multipart)) {
+        // A form parser honouring `charset=utf-16` would read `_method` where the bytes do
+        // not spell it: only ASCII-compatible charsets are read here.
+        for p in params {
+            if let Some((k, v)) = p.split_once('=')
+                && k.trim() == "charset"
+            {
+                let cs = v.trim().trim_matches('"');
+                if !ASCII_CHARSETS.contains(&cs) {
+                    return Err(ProxyError::bad_request(format!(
+                        "a form body in charset {cs:?} is not read here; send it in UTF-8"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(kind)
 }
+
+/// Charsets in which the bytes of an ASCII name are the name.
+const ASCII_CHARSETS: &[&str] = &[
+    "utf-8",
+    "utf8",
+    "us-ascii",
+    "ascii",
+    "iso-8859-1",
+    "latin1",
+    "windows-1252",
+];
 
 fn method_override_refused() -> ProxyError {
     ProxyError::bad_request(
@@ -271,9 +297,11 @@ pub fn method_override_form(body: &[u8]) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Refuses a multipart body that mentions `_method` anywhere (any case), or names a part with
-/// an extended `name*=` parameter that could spell it encoded. Deliberately blunt: actgate
-/// does not parse multipart, so it refuses what it cannot rule out.
+/// Refuses a multipart body that mentions `_method` anywhere (any case), or names a part in a
+/// way that could spell it encoded: an extended `name*=` parameter (RFC 2231) or an encoded
+/// word (`=?utf-8?B?…?=`, RFC 2047, which Commons FileUpload and Tomcat decode) in a
+/// `Content-Disposition` line. Deliberately blunt: actgate does not parse multipart, so it
+/// refuses what it cannot rule out.
 pub fn method_override_multipart(body: &[u8]) -> Result<(), ProxyError> {
     let lower = body.to_ascii_lowercase();
     if memchr::memmem::find(&lower, b"_method").is_some() {
@@ -283,6 +311,15 @@ pub fn method_override_multipart(body: &[u8]) -> Result<(), ProxyError> {
         if at == 0 || !lower[at - 1].is_ascii_alphanumeric() {
             return Err(ProxyError::bad_request(
                 "a multipart part is named with an extended `name*=` parameter; send plain `name=`",
+            ));
+        }
+    }
+    for line in lower.split(|&b| b == b'\n') {
+        if line.trim_ascii_start().starts_with(b"content-disposition")
+            && memchr::memmem::find(line, b"=?").is_some()
+        {
+            return Err(ProxyError::bad_request(
+                "a multipart Content-Disposition carries an encoded word (`=?…?=`); send plain names",
             ));
         }
     }
@@ -488,6 +525,10 @@ mod tests {
                 .is_ok()
         );
         assert!(method_override_multipart(part("name=\"note\"").as_bytes()).is_ok());
+        assert!(
+            method_override_multipart(part("name=\"=?UTF-8?B?X21ldGhvZA==?=\"").as_bytes())
+                .is_err()
+        );
     }
 
     #[test]
@@ -511,5 +552,11 @@ mod tests {
         );
         assert_eq!(kind(&["application/octet-stream"]).unwrap(), None);
         assert!(kind(&["application/json", "text/plain"]).is_err());
+        assert!(kind(&["application/x-www-form-urlencoded; charset=UTF-16"]).is_err());
+        assert!(kind(&["multipart/form-data; boundary=b; charset=\"utf-32\""]).is_err());
+        assert_eq!(
+            kind(&["application/x-www-form-urlencoded; charset=\"UTF-8\""]).unwrap(),
+            Some(OverrideBody::Form)
+        );
     }
 }
