@@ -762,17 +762,6 @@ async fn exhaustion_valid_traffic_is_served_during_a_forged_token_flood() {
     assert_eq!(s.up.requests().len(), 50);
 }
 
-/// The `/metrics` text of a gateway started as a separate process, from its "listening" line.
-async fn metrics_of(listening: &serde_json::Value) -> String {
-    let admin = listening["admin"].as_str().unwrap();
-    reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn fail_closed_when_the_audit_disk_is_full_in_strict_mode() {
     // A real full disk: the data directory on a 1 MiB tmpfs, in a private mount namespace.
@@ -858,7 +847,7 @@ async fn fail_closed_when_the_audit_disk_is_full_in_strict_mode() {
         forwarded_before,
         "a request was forwarded without its record"
     );
-    let metrics = metrics_of(&listening).await;
+    let metrics = common::metrics_at(listening["admin"].as_str().unwrap()).await;
     let failures: u64 = metrics
         .lines()
         .find(|l| l.starts_with("actgate_audit_failures_total "))
@@ -888,7 +877,7 @@ async fn fail_closed_when_the_audit_disk_is_full_in_strict_mode() {
             "{path}: {text}"
         );
     }
-    let metrics = metrics_of(&listening).await;
+    let metrics = common::metrics_at(listening["admin"].as_str().unwrap()).await;
     assert!(
         metrics
             .lines()

@@ -465,14 +465,6 @@ async fn reload_under_load_fails_no_request_and_a_bad_config_changes_nothing() {
             }
         }));
     }
-    let metrics = |admin: String| async move {
-        reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
     // Five reloads while the load runs, alternating the policy and a route.
     for n in 0..5 {
         let extra = n % 2 == 0;
@@ -502,7 +494,7 @@ async fn reload_under_load_fails_no_request_and_a_bad_config_changes_nothing() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // An invalid config: refused, counted, nothing changes.
-    let before = metrics(running.admin.to_string()).await;
+    let before = common::metrics_at(&running.admin.to_string()).await;
     std::fs::write(&path, "routes: [ { name: broken } ]\n").unwrap();
     running.reload();
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -513,7 +505,7 @@ async fn reload_under_load_fails_no_request_and_a_bad_config_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the previous config keeps serving");
-    let after = metrics(running.admin.to_string()).await;
+    let after = common::metrics_at(&running.admin.to_string()).await;
     let errors = |m: &str| -> u64 {
         m.lines()
             .find(|l| l.starts_with("actgate_snapshot_reloads_total{result=\"error\"}"))

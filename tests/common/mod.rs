@@ -159,14 +159,7 @@ impl TestGateway {
 
     /// The admin listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        let r = self
-            .client
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        r.text().await.unwrap()
+        metrics_at(self.admin.trim_start_matches("http://")).await
     }
 
     /// Registers an agent in the default tenant and returns its id.
@@ -305,4 +298,13 @@ pub async fn agent_and_token(api: &str) -> (String, String) {
         agent,
         tok["token"].as_str().expect("token issued").to_string(),
     )
+}
+
+/// The `/metrics` text served on an admin address (`host:port`).
+pub async fn metrics_at(admin: &str) -> String {
+    let r = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.text().await.unwrap()
 }
