@@ -317,6 +317,7 @@ async fn duplicated_and_disguised_query_parameters_are_refused() {
             "/crm/customers?limit=-1",
             "/crm/customers?limit=1000",
             "/crm/customers/1?_method=DELETE",
+            "/crm/customers/1?.method=DELETE",
         ],
         "query parameters",
     )
@@ -377,6 +378,22 @@ async fn method_overrides_in_post_bodies_are_refused() {
         (
             Some("application/x-www-form-urlencoded; charset=utf-16le"),
             "_\0m\0e\0t\0h\0o\0d\0=\0D\0",
+        ),
+        // Media types cut at `,` or a space (Rack, PHP), multipart without a boundary (Rack
+        // reads it as a form), `/json` anywhere in the header (Laravel), PHP's name mangling.
+        (Some("application/x-www-form-urlencoded,"), "_method=DELETE"),
+        (
+            Some("application/x-www-form-urlencoded x"),
+            "_method=DELETE",
+        ),
+        (Some("multipart/mixed"), "%5Fmethod=DELETE"),
+        (Some("text/plain; x=/json"), r#"{"_method": "DELETE"}"#),
+        (Some("application/json-patch"), r#"{"_method": "DELETE"}"#),
+        (form, ".method=DELETE"),
+        (form, "[method=DELETE"),
+        (
+            Some("multipart/form-data; boundary=b"),
+            "--b\r\nContent-Disposition: form-data; name=\".method\"\r\n\r\nDELETE\r\n--b--\r\n",
         ),
     ];
     for (ct, body) in refused {

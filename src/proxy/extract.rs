@@ -172,7 +172,7 @@ pub fn forbidden_query_keys(
         let key =
             decode_query_component(raw_key).map_err(|e| ProxyError::bad_request(e.to_string()))?;
         let base = crate::json::fold(key.split('[').next().unwrap_or_default().trim());
-        if base == "_method" {
+        if is_method_override(&key) {
             return Err(ProxyError::bad_request(
                 "`_method` is a method override; actgate decides on the request line's method only",
             ));
@@ -220,18 +220,32 @@ pub fn override_body(headers: &HeaderMap) -> Result<Option<OverrideBody>, ProxyE
         .to_str()
         .map_err(|_| ProxyError::bad_request("Content-Type is not ASCII"))?
         .to_ascii_lowercase();
-    let mut params = value.split(';');
-    let mime = params.next().unwrap_or_default().trim();
-    let kind = match mime {
-        "" | "application/x-www-form-urlencoded" => Some(OverrideBody::Form),
-        "multipart/form-data" => Some(OverrideBody::Multipart),
-        m if m.ends_with("/json") || m.ends_with("+json") => Some(OverrideBody::Json),
-        _ => None,
+    // Parsers cut the media type at different characters (`;`, `,`, a space) and some look
+    // for `/json` anywhere in the header (Laravel), so every format the value mentions
+    // counts; naming two is refused.
+    let media = value
+        .split([';', ',', ' ', '\t'])
+        .next()
+        .unwrap_or_default();
+    let json = value.contains("/json") || value.contains("+json");
+    let multipart = value.contains("multipart/");
+    let form = media.is_empty() || value.contains("x-www-form-urlencoded");
+    let kind = match (json, multipart, form) {
+        (false, false, false) => return Ok(None),
+        (true, false, false) => OverrideBody::Json,
+        // Without a boundary Rack reads a multipart body as a form.
+        (false, true, false) if has_param(&value, "boundary") => OverrideBody::Multipart,
+        (false, true, false) | (false, false, true) => OverrideBody::Form,
+        _ => {
+            return Err(ProxyError::bad_request(
+                "Content-Type names more than one body format",
+            ));
+        }
     };
-    if matches!(kind, Some(OverrideBody::Form | OverrideBody::Multipart)) {
+    if kind != OverrideBody::Json {
         // A form parser honouring `charset=utf-16` would read `_method` where the bytes do
         // not spell it: only ASCII-compatible charsets are read here.
-        for p in params {
+        for p in value.split([';', ',']) {
             if let Some((k, v)) = p.split_once('=')
                 && k.trim() == "charset"
             {
@@ -244,7 +258,14 @@ pub fn override_body(headers: &HeaderMap) -> Result<Option<OverrideBody>, ProxyE
             }
         }
     }
-    Ok(kind)
+    Ok(Some(kind))
+}
+
+fn has_param(value: &str, name: &str) -> bool {
+    value
+        .split(';')
+        .skip(1)
+        .any(|p| p.split_once('=').is_some_and(|(k, _)| k.trim() == name))
 }
 
 /// Charsets in which the bytes of an ASCII name are the name.
@@ -267,7 +288,25 @@ fn method_override_refused() -> ProxyError {
 /// Whether a decoded parameter name is `_method` as some framework reads it: before any `[`,
 /// trimmed, case-folded.
 fn is_method_override(name: &str) -> bool {
-    crate::json::fold(name.split('[').next().unwrap_or_default().trim()) == "_method"
+    let common = name.split('[').next().unwrap_or_default().trim();
+    crate::json::fold(common) == "_method" || crate::json::fold(&php_name(name)) == "_method"
+}
+
+/// A parameter name as PHP registers it: leading spaces dropped, an unclosed `[` read as
+/// `_`, the part before a `[…]` kept, and `.` and spaces in it turned into `_` (so
+/// `.method`, `[method` and ` .method` all arrive as `_method`).
+fn php_name(name: &str) -> String {
+    let n = name.trim_start_matches(' ');
+    let base = match n.find('[') {
+        Some(i) if n[i..].contains(']') => n[..i].to_string(),
+        Some(i) => format!(
+            "{}_{}",
+            &n[..i],
+            n[i + 1..].split('[').next().unwrap_or_default()
+        ),
+        None => n.to_string(),
+    };
+    base.replace([' ', '.'], "_")
 }
 
 /// Refuses a JSON body with a top-level key that reads as `_method` (escapes are already
@@ -315,12 +354,23 @@ pub fn method_override_multipart(body: &[u8]) -> Result<(), ProxyError> {
         }
     }
     for line in lower.split(|&b| b == b'\n') {
-        if line.trim_ascii_start().starts_with(b"content-disposition")
-            && memchr::memmem::find(line, b"=?").is_some()
-        {
+        let line = line.trim_ascii_start();
+        if !line.starts_with(b"content-disposition") {
+            continue;
+        }
+        if memchr::memmem::find(line, b"=?").is_some() {
             return Err(ProxyError::bad_request(
                 "a multipart Content-Disposition carries an encoded word (`=?…?=`); send plain names",
             ));
+        }
+        let line = String::from_utf8_lossy(line);
+        for param in line.split(';').skip(1) {
+            if let Some((k, v)) = param.split_once('=')
+                && k.trim() == "name"
+                && is_method_override(v.trim().trim_matches('"'))
+            {
+                return Err(method_override_refused());
+            }
         }
     }
     Ok(())
@@ -503,6 +553,10 @@ mod tests {
             "+_method=DELETE",
             "_method[]=DELETE",
             "_method",
+            ".method=DELETE",
+            "[method=DELETE",
+            "%20.method=DELETE",
+            "%2Emethod=DELETE",
         ] {
             assert!(method_override_form(bad.as_bytes()).is_err(), "{bad}");
         }
@@ -525,6 +579,8 @@ mod tests {
                 .is_ok()
         );
         assert!(method_override_multipart(part("name=\"note\"").as_bytes()).is_ok());
+        assert!(method_override_multipart(part("name=\".METHOD\"").as_bytes()).is_err());
+        assert!(method_override_multipart(part("name=[method").as_bytes()).is_err());
         assert!(
             method_override_multipart(part("name=\"=?UTF-8?B?X21ldGhvZA==?=\"").as_bytes())
                 .is_err()
@@ -552,6 +608,26 @@ mod tests {
         );
         assert_eq!(kind(&["application/octet-stream"]).unwrap(), None);
         assert!(kind(&["application/json", "text/plain"]).is_err());
+        for form in [
+            "application/x-www-form-urlencoded,",
+            "application/x-www-form-urlencoded x",
+            "multipart/mixed",
+            "multipart/form-data, x",
+        ] {
+            assert_eq!(kind(&[form]).unwrap(), Some(OverrideBody::Form), "{form}");
+        }
+        assert_eq!(
+            kind(&["multipart/related; boundary=b"]).unwrap(),
+            Some(OverrideBody::Multipart)
+        );
+        for json in [
+            "text/plain; x=/json",
+            "application/json-patch",
+            "application/json,",
+        ] {
+            assert_eq!(kind(&[json]).unwrap(), Some(OverrideBody::Json), "{json}");
+        }
+        assert!(kind(&["application/x-www-form-urlencoded; x=/json"]).is_err());
         assert!(kind(&["application/x-www-form-urlencoded; charset=UTF-16"]).is_err());
         assert!(kind(&["multipart/form-data; boundary=b; charset=\"utf-32\""]).is_err());
         assert_eq!(
