@@ -197,10 +197,13 @@ impl ClientIdentity {
         Some(id)
     }
 
-    /// Whether this identity is the one `template` (`spiffe://example.org/agent/{agent}`)
-    /// gives for `agent`, in the SAN kind the rule names.
-    pub fn matches(&self, kind: SanKind, template: &str, agent: &str) -> bool {
-        let want = template.replace("{agent}", agent);
+    /// Whether this identity is the one `template` (`spiffe://example.org/agent/{agent}`,
+    /// optionally with `{tenant}`) gives for `agent` of `tenant`, in the SAN kind the rule
+    /// names.
+    pub fn matches(&self, kind: SanKind, template: &str, tenant: &str, agent: &str) -> bool {
+        let want = template
+            .replace("{tenant}", tenant)
+            .replace("{agent}", agent);
         match kind {
             SanKind::Uri => self.uris.contains(&want),
             SanKind::Dns => self.dns.iter().any(|d| d.eq_ignore_ascii_case(&want)),
@@ -219,10 +222,18 @@ mod tests {
             dns: vec!["agent-1.agents.corp".into()],
         };
         let t = "spiffe://corp/agent/{agent}";
-        assert!(id.matches(SanKind::Uri, t, "agent_1"));
-        assert!(!id.matches(SanKind::Uri, t, "agent_2"));
-        assert!(!id.matches(SanKind::Uri, t, "agent_"));
-        assert!(!id.matches(SanKind::Dns, t, "agent_1"));
-        assert!(id.matches(SanKind::Dns, "{agent}.agents.corp", "AGENT-1"));
+        assert!(id.matches(SanKind::Uri, t, "t", "agent_1"));
+        assert!(!id.matches(SanKind::Uri, t, "t", "agent_2"));
+        assert!(!id.matches(SanKind::Uri, t, "t", "agent_"));
+        assert!(!id.matches(SanKind::Dns, t, "t", "agent_1"));
+        assert!(id.matches(SanKind::Dns, "{agent}.agents.corp", "t", "AGENT-1"));
+        // With {tenant}, the same agent id in another tenant is another identity.
+        let tt = "spiffe://corp/tenant/{tenant}/agent/{agent}";
+        let id = ClientIdentity {
+            uris: vec!["spiffe://corp/tenant/a/agent/agent_1".into()],
+            dns: vec![],
+        };
+        assert!(id.matches(SanKind::Uri, tt, "a", "agent_1"));
+        assert!(!id.matches(SanKind::Uri, tt, "b", "agent_1"));
     }
 }

@@ -181,7 +181,7 @@ tls:
     key: {key}
     clientCa: {ca}
     clientAuth: {client_auth}
-    identity: {{ san: uri, template: "spiffe://test.local/agent/{{agent}}" }}
+    identity: {{ san: uri, template: "spiffe://test.local/tenant/{{tenant}}/agent/{{agent}}" }}
 upstreams: {{ crm: {{ url: "{up}", timeout: 5s }} }}
 routes:
   - {{ name: open, method: GET, path: "/open/{{id}}", upstream: crm, action: read, resource: "api://crm/customers/{{id}}" }}
@@ -201,7 +201,9 @@ policies:
     let (token_b, _) = gw.token(&agent_b).await;
     let client_a = ca.leaf(
         &[],
-        &[&format!("spiffe://test.local/agent/{agent_a}")],
+        &[&format!(
+            "spiffe://test.local/tenant/default-tenant/agent/{agent_a}"
+        )],
         false,
     );
     TlsSetup {
@@ -233,7 +235,10 @@ async fn tls_serves_h2_and_http1_and_mtls_refuses_strangers() {
     let other = Ca::new("someone else");
     let stranger = other.leaf(
         &[],
-        &[&format!("spiffe://test.local/agent/{}", s.agent_a)],
+        &[&format!(
+            "spiffe://test.local/tenant/default-tenant/agent/{}",
+            s.agent_a
+        )],
         false,
     );
     let c = tls_client(&s.ca.pem, Some(&stranger), &[b"http/1.1"]);
@@ -241,7 +246,10 @@ async fn tls_serves_h2_and_http1_and_mtls_refuses_strangers() {
     // An expired certificate from the right CA.
     let expired = s.ca.leaf(
         &[],
-        &[&format!("spiffe://test.local/agent/{}", s.agent_a)],
+        &[&format!(
+            "spiffe://test.local/tenant/default-tenant/agent/{}",
+            s.agent_a
+        )],
         true,
     );
     let c = tls_client(&s.ca.pem, Some(&expired), &[b"http/1.1"]);
@@ -289,14 +297,29 @@ async fn a_sender_constrained_token_only_works_from_its_own_workload() {
     assert_eq!(status, 401, "{body}");
     let own = tls_client(
         &s.ca.pem,
-        Some(
-            &s.ca
-                .leaf(&[], &["spiffe://test.local/agent/agent_bound"], false),
-        ),
+        Some(&s.ca.leaf(
+            &[],
+            &["spiffe://test.local/tenant/default-tenant/agent/agent_bound"],
+            false,
+        )),
         &[b"h2"],
     );
     let (status, _, _, _) = get(&addr, &own, "/open/1", &token).await.unwrap();
     assert_eq!(status, 200);
+    // Agent ids are unique within a tenant only: the workload of another tenant's agent with
+    // the same id is another identity, and the token is refused from it.
+    let neighbour = tls_client(
+        &s.ca.pem,
+        Some(&s.ca.leaf(
+            &[],
+            &["spiffe://test.local/tenant/other/agent/agent_bound"],
+            false,
+        )),
+        &[b"h2"],
+    );
+    let (status, body, _, _) = get(&addr, &neighbour, "/open/1", &token).await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("sender_mismatch"), "{body}");
 }
 
 #[tokio::test]

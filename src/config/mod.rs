@@ -385,6 +385,24 @@ impl Config {
         let reload = compile_reload(take("reload"), &mut p);
         let upstreams = compile_upstreams(take("upstreams"), &mut p);
         let routes = compile_routes(take("routes"), &upstreams, &mut p);
+        // Agent ids are unique within a tenant only: with several tenants, a certificate
+        // naming just the agent could be one another tenant's agent of the same id holds.
+        let mut tenants: Vec<&str> = api_keys.iter().map(|k| k.tenant.as_str()).collect();
+        tenants.push(&tenant);
+        tenants.sort_unstable();
+        tenants.dedup();
+        if tenants.len() > 1
+            && let Some(rule) = tls.proxy.as_ref().and_then(|t| t.identity.as_ref())
+            && !rule.template.contains("{tenant}")
+        {
+            p.push(
+                "tls.proxy.identity.template",
+                format!(
+                    "several tenants are configured ({}) and agent ids are unique only within a tenant: put {{tenant}} in the template too, e.g. spiffe://example.org/tenant/{{tenant}}/agent/{{agent}}",
+                    tenants.join(", ")
+                ),
+            );
+        }
         if tls
             .proxy
             .as_ref()
@@ -848,14 +866,19 @@ fn compile_tls(v: Option<Value>, p: &mut Problems) -> TlsConfig {
                     }
                 };
                 match id.template.as_deref() {
-                    Some(t) if t.matches("{agent}").count() == 1 => Some(IdentityRule {
-                        san,
-                        template: t.to_string(),
-                    }),
+                    Some(t)
+                        if t.matches("{agent}").count() == 1
+                            && t.matches("{tenant}").count() <= 1 =>
+                    {
+                        Some(IdentityRule {
+                            san,
+                            template: t.to_string(),
+                        })
+                    }
                     _ => {
                         p.push(
                             join(at, "identity.template"),
-                            "must contain {agent} exactly once, e.g. spiffe://example.org/agent/{agent}",
+                            "must contain {agent} exactly once (and {tenant} at most once), e.g. spiffe://example.org/agent/{agent}",
                         );
                         None
                     }
@@ -1315,6 +1338,24 @@ policies:
                 .any(|g| g.starts_with("policies[1].name: duplicate policy name")),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn several_tenants_need_the_tenant_in_the_certificate_identity() {
+        let yaml = |template: &str| {
+            format!(
+                "apiKeys:\n  - {{ name: a, sha256: {h} }}\n  - {{ name: b, sha256: {h}, tenant: other }}\ntls:\n  proxy: {{ cert: c.pem, key: k.pem, clientCa: ca.pem, identity: {{ template: \"{template}\" }} }}\n",
+                h = "ab".repeat(32)
+            )
+        };
+        let got = problems(&yaml("spiffe://x/agent/{agent}"));
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("tls.proxy.identity.template: several tenants")),
+            "{got:?}"
+        );
+        let got = problems(&yaml("spiffe://x/tenant/{tenant}/agent/{agent}"));
+        assert!(!got.iter().any(|g| g.contains("identity")), "{got:?}");
     }
 
     #[test]

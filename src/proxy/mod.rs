@@ -496,7 +496,11 @@ fn sender_check(
         .as_ref()
         .and_then(|t| t.identity.as_ref());
     match (rule, identity) {
-        (Some(rule), Some(id)) if id.matches(rule.san, &rule.template, &claims.agent) => Ok(()),
+        (Some(rule), Some(id))
+            if id.matches(rule.san, &rule.template, &claims.tenant, &claims.agent) =>
+        {
+            Ok(())
+        }
         _ => Err(Reason::SenderMismatch),
     }
 }
