@@ -88,6 +88,10 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO policies_v2 (seq, id, tenant, name, body, created_at, updated_at)
         SELECT seq, id, tenant, name, body, created_at, updated_at FROM policies;
+    -- Keep the AUTOINCREMENT counter: seqs of deleted policies are never reused.
+    DELETE FROM sqlite_sequence WHERE name = 'policies_v2';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'policies_v2', seq FROM sqlite_sequence WHERE name = 'policies';
     DROP TABLE policies;
     ALTER TABLE policies_v2 RENAME TO policies;
     "#,
@@ -749,7 +753,10 @@ mod tests {
         conn.execute_batch(
             "INSERT INTO agents VALUES ('agent_a', 't1', 'A', NULL, '{}', 'active', 'c', 'u');
              INSERT INTO policies (id, tenant, name, body, created_at, updated_at)
-                 VALUES ('pol_a', 't1', 'P', '{}', 'c', 'u');",
+                 VALUES ('pol_a', 't1', 'P', '{}', 'c', 'u');
+             INSERT INTO policies (id, tenant, name, body, created_at, updated_at)
+                 VALUES ('pol_gone', 't1', 'G', '{}', 'c', 'u');
+             DELETE FROM policies WHERE id = 'pol_gone';",
         )
         .unwrap();
         let conn = migrate(conn, "FULL", MIGRATIONS).unwrap();
@@ -785,7 +792,7 @@ mod tests {
             )
             .is_err()
         );
-        // Policy order (seq) survives: a new policy comes after the migrated one.
+        // Policy order (seq) survives, and the deleted policy's seq (2) is not reused.
         let seqs: Vec<i64> = conn
             .prepare("SELECT seq FROM policies ORDER BY seq")
             .unwrap()
@@ -793,6 +800,6 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(seqs, vec![1, 3]);
     }
 }
