@@ -194,11 +194,12 @@ pub fn forbidden_query_keys(
 /// untyped POST body as a form, Laravel reads JSON input too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverrideBody {
-    /// `application/json` or `…+json`: parsed strictly, top-level keys checked.
+    /// `/json` or `+json` anywhere in `Content-Type`: parsed strictly, top-level keys checked.
     Json,
-    /// `application/x-www-form-urlencoded`, or no `Content-Type` at all: field names decoded.
+    /// `x-www-form-urlencoded`, `multipart/…` without a boundary, an empty media type or no
+    /// `Content-Type` at all: field names decoded.
     Form,
-    /// `multipart/form-data`: refused if `_method` appears anywhere in it.
+    /// `multipart/…` with a boundary: part names checked, `_method` refused anywhere in it.
     Multipart,
 }
 
@@ -286,8 +287,17 @@ fn method_override_refused() -> ProxyError {
 }
 
 /// Whether a decoded parameter name is `_method` as some framework reads it: before any `[`,
-/// trimmed, case-folded.
+/// trimmed, case-folded — or as PHP registers it ([`php_name`]).
 fn is_method_override(name: &str) -> bool {
+    // Every reading keeps the letters `method` (folding maps no other character onto them),
+    // so the common name without them costs no allocation.
+    if !name
+        .as_bytes()
+        .windows(6)
+        .any(|w| w.eq_ignore_ascii_case(b"method"))
+    {
+        return false;
+    }
     let common = name.split('[').next().unwrap_or_default().trim();
     crate::json::fold(common) == "_method" || crate::json::fold(&php_name(name)) == "_method"
 }
