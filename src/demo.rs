@@ -311,21 +311,29 @@ pub async fn run(data_dir: PathBuf, keep_running: bool) -> Result<(), String> {
         crm_hits.load(Ordering::SeqCst) > before,
     );
 
-    // Let the batched audit writer commit, then count.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let (_, audit) = call(
-        &client,
-        Method::GET,
-        &format!("{api}/v1/audit?limit=1000"),
-        &auth,
-        None,
-    )
-    .await?;
-    let events = audit["events"].as_array().map_or(0, Vec::len);
+    // Every call leaves one audit event (refusals before a decision included); the batched
+    // writer commits within milliseconds, the index right after.
+    let calls = 9;
+    let mut events = 0;
+    for _ in 0..100 {
+        let (_, audit) = call(
+            &client,
+            Method::GET,
+            &format!("{api}/v1/audit?limit=1000"),
+            &auth,
+            None,
+        )
+        .await?;
+        events = audit["events"].as_array().map_or(0, Vec::len);
+        if events >= calls {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     println!();
     println!(
-        "audit trail: {events} decisions recorded in {}",
-        data_dir.join("actgate.db").display()
+        "audit trail: {events} events for {calls} calls, one each (GET /v1/audit); the hash-chained log is in {}",
+        data_dir.join("audit").display()
     );
     if keep_running {
         println!(

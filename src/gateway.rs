@@ -11,12 +11,11 @@ use std::time::Instant;
 
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::audit::log::LogFile;
 use crate::audit::{self, AuditSink, Source};
-use crate::config::{Config, KeySource};
+use crate::config::Config;
 use crate::error::Problems;
 use crate::policy::{Constraints, Policy, PolicySet, PolicySource, Query, Reason, validate_policy};
 use crate::snapshot::{AgentState, AgentsByTenant, Snapshot};
@@ -45,6 +44,9 @@ pub enum StartError {
     /// The audit log cannot be opened or does not match its index.
     #[error("audit log: {0}")]
     Audit(String),
+    /// A configured API key is too weak (short, or a placeholder).
+    #[error("API keys: {0}")]
+    WeakKey(String),
     /// A TLS certificate, key or CA bundle does not load.
     #[error("tls: {0}")]
     Tls(String),
@@ -119,7 +121,6 @@ pub struct Gateway {
     /// Prometheus metrics.
     pub metrics: Metrics,
     snapshot: ArcSwap<Snapshot>,
-    api_keys: ArcSwap<AHashMap<[u8; 32], ApiKeyRecord>>,
     writes: tokio::sync::Mutex<()>,
     version: AtomicU64,
 }
@@ -130,11 +131,6 @@ pub struct Background {
     pub audit_writer: std::thread::JoinHandle<()>,
 }
 
-/// The SHA-256 of an API key.
-pub fn hash_key(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
 impl Gateway {
     /// Opens the data directory, keys, store and audit writer, resolves API keys (generating
     /// a first one into `<dataDir>/admin.key` when none is configured) and builds the first
@@ -142,7 +138,7 @@ impl Gateway {
     pub async fn open(config: Config) -> Result<(Arc<Gateway>, Background), StartError> {
         let data = config.data_dir.clone();
         create_dir_private(&data).map_err(|e| StartError::DataDir(e.to_string()))?;
-        let keys = KeySet::load_or_create(&data.join("keys"))?;
+        let keys = KeySet::load_or_create(&config.keys_dir())?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data)?);
         let metrics = if config.metrics.per_agent_labels {
             Metrics::with_agent_labels(config.metrics.max_agent_labels)
@@ -194,62 +190,43 @@ impl Gateway {
                 config: Arc::new(config),
                 ..Snapshot::default()
             }),
-            api_keys: ArcSwap::from_pointee(AHashMap::new()),
             writes: tokio::sync::Mutex::new(()),
             // Versions keep increasing across restarts: start from the clock (ms).
             version: AtomicU64::new(crate::audit::now_stamp().1.max(0) as u64),
         });
-        gw.load_api_keys(&data).await?;
+        gw.ensure_first_key(&data).await?;
         gw.refresh(Refresh::Policies)
             .await
             .map_err(StartError::Snapshot)?;
         Ok((gw, Background { audit_writer }))
     }
 
-    async fn load_api_keys(&self, data: &Path) -> Result<(), StartError> {
+    /// With no usable key in the config and none stored, generates an admin key into
+    /// `<dataDir>/admin.key` (0600); its hash is stored, the key itself never logged.
+    async fn ensure_first_key(&self, data: &Path) -> Result<(), StartError> {
         let config = self.config();
-        let mut map: AHashMap<[u8; 32], ApiKeyRecord> = AHashMap::new();
-        for k in &config.api_keys {
-            let hash = match &k.source {
-                KeySource::Sha256(h) => Some(*h),
-                KeySource::Env(var) => match std::env::var(var) {
-                    Ok(v) if !v.is_empty() => Some(hash_key(&v)),
-                    _ => {
-                        tracing::warn!(key = %k.name, env = %var, "API key variable is not set; key skipped");
-                        None
-                    }
-                },
-            };
-            if let Some(hash) = hash {
-                map.insert(
-                    hash,
-                    ApiKeyRecord {
-                        hash,
-                        tenant: k.tenant.clone(),
-                        name: k.name.clone(),
-                    },
-                );
-            }
+        let configured = crate::apikey::config_keys(&config).map_err(StartError::WeakKey)?;
+        for (name, var) in crate::apikey::unset_variables(&config) {
+            tracing::warn!(key = %name, env = %var, "API key variable is not set; key skipped");
         }
-        for k in self.store.api_keys().await? {
-            map.insert(k.hash, k);
+        if !configured.is_empty() || !self.store.api_keys().await?.is_empty() {
+            return Ok(());
         }
-        if map.is_empty() {
-            let path = data.join("admin.key");
-            let mut raw = [0u8; 24];
-            crate::ids::fill(&mut raw);
-            let key = format!("act_{}", hex::encode(raw));
-            write_atomic(&path, format!("{key}\n").as_bytes(), 0o600)?;
-            let rec = ApiKeyRecord {
-                hash: hash_key(&key),
-                tenant: config.tenant.clone(),
-                name: "generated-admin".into(),
-            };
-            self.store.put_api_key(&rec).await?;
-            map.insert(rec.hash, rec);
-            tracing::warn!(path = %path.display(), tenant = %config.tenant, "no API key configured: generated one (read it from the file; it is not logged)");
-        }
-        self.api_keys.store(Arc::new(map));
+        let path = data.join("admin.key");
+        let key = crate::apikey::generate();
+        write_atomic(&path, format!("{key}\n").as_bytes(), 0o600)?;
+        let rec = ApiKeyRecord {
+            id: crate::ids::new_id("key_"),
+            hash: crate::apikey::hash_key(&key),
+            tenant: config.tenant.clone(),
+            name: "generated-admin".into(),
+            role: crate::store::Role::Admin,
+            agents: None,
+            created_at: crate::audit::now_stamp().0,
+            source: PolicySource::Api,
+        };
+        self.store.put_api_key(&rec).await?;
+        tracing::warn!(path = %path.display(), tenant = %config.tenant, id = %rec.id, "no API key configured: generated an admin key (read it from the file; it is not logged)");
         Ok(())
     }
 
@@ -258,12 +235,12 @@ impl Gateway {
         self.snapshot.load_full()
     }
 
-    /// The tenant and name an API key acts for, or `None`. The key is hashed first; the
-    /// comparison of hashes is constant-time.
+    /// The record of an API key (tenant, role, ...), or `None`. The key is hashed first;
+    /// the comparison of hashes is constant-time.
     pub fn authenticate_key(&self, key: &str) -> Option<ApiKeyRecord> {
-        let hash = hash_key(key);
-        let keys = self.api_keys.load();
-        let found = keys.get(&hash)?;
+        let hash = crate::apikey::hash_key(key);
+        let snapshot = self.snapshot.load();
+        let found = snapshot.api_keys.get(&hash)?;
         bool::from(found.hash.ct_eq(&hash)).then(|| found.clone())
     }
 
@@ -329,8 +306,9 @@ impl Gateway {
         }
         if new.tokens.cache_capacity != old.tokens.cache_capacity
             || new.tokens.max_concurrent_verifications != old.tokens.max_concurrent_verifications
+            || new.tokens.keys_dir != old.tokens.keys_dir
         {
-            fixed.push("tokens.cacheCapacity/maxConcurrentVerifications");
+            fixed.push("tokens.cacheCapacity/maxConcurrentVerifications/keysDir");
         }
         if new.metrics != old.metrics {
             fixed.push("metrics");
@@ -343,42 +321,8 @@ impl Gateway {
         }
         let new = Arc::new(new);
         let version = self.swap(self.build(Refresh::Policies, Some(Arc::clone(&new))).await)?;
-        self.rebuild_config_keys(&new).await;
         tracing::info!(version, config = %new.origin, "config reloaded");
         Ok(version)
-    }
-
-    /// Recomputes the API keys after a reload: the config's keys plus the stored ones.
-    async fn rebuild_config_keys(&self, config: &Config) {
-        let mut map: AHashMap<[u8; 32], ApiKeyRecord> = AHashMap::new();
-        for k in &config.api_keys {
-            let hash = match &k.source {
-                KeySource::Sha256(h) => Some(*h),
-                KeySource::Env(var) => std::env::var(var)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .map(|v| hash_key(&v)),
-            };
-            if let Some(hash) = hash {
-                map.insert(
-                    hash,
-                    ApiKeyRecord {
-                        hash,
-                        tenant: k.tenant.clone(),
-                        name: k.name.clone(),
-                    },
-                );
-            }
-        }
-        match self.store.api_keys().await {
-            Ok(stored) => {
-                for k in stored {
-                    map.insert(k.hash, k);
-                }
-                self.api_keys.store(Arc::new(map));
-            }
-            Err(e) => tracing::error!(error = %e, "API keys not reloaded: store unavailable"),
-        }
     }
 
     fn swap(&self, result: Result<Snapshot, String>) -> Result<u64, String> {
@@ -404,74 +348,96 @@ impl Gateway {
         new_config: Option<Arc<Config>>,
     ) -> Result<Snapshot, String> {
         let current = self.snapshot.load_full();
-        let fresh = new_config.is_some() || current.version == 0;
+        let previous = (new_config.is_none() && current.version != 0).then_some(&*current);
         let config = new_config.unwrap_or_else(|| Arc::clone(&current.config));
-        let upstreams = if fresh {
-            Arc::new(crate::proxy::forward::Upstreams::build(&config)?)
-        } else {
-            Arc::clone(&current.upstreams)
-        };
-        let agents = self.store.all_agents().await.map_err(|e| e.to_string())?;
-        let revoked = self
-            .store
-            .revoked_token_ids(now_unix())
-            .await
-            .map_err(|e| e.to_string())?;
-        let policies = match what {
-            Refresh::AgentsAndRevocations if !fresh => Arc::clone(&current.policies),
-            _ => {
-                let stored = self.store.all_policies().await.map_err(|e| e.to_string())?;
-                let mut list: Vec<Policy> = config.policies.clone();
-                let mut problems = Problems::new();
-                for sp in &stored {
-                    let at = format!("stored policy {}", sp.id());
-                    if let Some(p) = validate_policy(
-                        &sp.input,
-                        &sp.tenant,
-                        sp.id(),
-                        PolicySource::Api,
-                        &at,
-                        &mut problems,
-                    ) {
-                        list.push(p);
-                    }
-                }
-                if !problems.is_empty() {
-                    // Skipping one could drop a deny: refuse the whole build instead.
-                    return Err(problems.to_string());
-                }
-                let set = tokio::task::spawn_blocking(move || PolicySet::build(list))
-                    .await
-                    .map_err(|e| e.to_string())??;
-                Arc::new(set)
-            }
-        };
-        let mut by_tenant = AgentsByTenant::new();
-        for a in agents
-            .into_iter()
-            .chain(config.agents.iter().map(Agent::from_config))
-        {
-            let state = AgentState {
-                sender_constrained: a.metadata.get("senderConstrained")
-                    == Some(&serde_json::Value::Bool(true)),
-                active: a.status == AgentStatus::Active,
-            };
-            by_tenant
-                .entry(a.tenant.into_boxed_str())
-                .or_default()
-                .insert(a.id.into_boxed_str(), state);
-        }
-        let revoked = revoked.into_iter().map(String::into_boxed_str).collect();
-        Ok(Snapshot {
-            version: self.version.fetch_add(1, Ordering::SeqCst) + 1,
-            routes: Arc::clone(&config.routes),
-            config,
-            upstreams,
-            policies,
-            agents: Arc::new(by_tenant),
-            revoked: Arc::new(revoked),
-        })
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        build_snapshot(config, &*self.store, previous, what, version).await
     }
+}
+
+/// Builds a snapshot from a config and the store: policies (the config's, then the stored ones,
+/// each re-validated — a stored policy that no longer validates fails the whole build, since
+/// skipping it could drop a deny), agents, revocations and API keys. With `previous`, its
+/// upstream clients are kept, and its compiled policies too when only agents or revocations
+/// changed. Used by the gateway and by `actgate check`, so both decide from the same state.
+pub async fn build_snapshot(
+    config: Arc<Config>,
+    store: &dyn Store,
+    previous: Option<&Snapshot>,
+    what: Refresh,
+    version: u64,
+) -> Result<Snapshot, String> {
+    let upstreams = match previous {
+        Some(prev) => Arc::clone(&prev.upstreams),
+        None => Arc::new(crate::proxy::forward::Upstreams::build(&config)?),
+    };
+    let agents = store.all_agents().await.map_err(|e| e.to_string())?;
+    let revoked = store
+        .revoked_token_ids(now_unix())
+        .await
+        .map_err(|e| e.to_string())?;
+    let policies = match (what, previous) {
+        (Refresh::AgentsAndRevocations, Some(prev)) => Arc::clone(&prev.policies),
+        _ => {
+            let stored = store.all_policies().await.map_err(|e| e.to_string())?;
+            let mut list: Vec<Policy> = config.policies.clone();
+            let mut problems = Problems::new();
+            for sp in &stored {
+                let at = format!("stored policy {}", sp.id());
+                if let Some(p) = validate_policy(
+                    &sp.input,
+                    &sp.tenant,
+                    sp.id(),
+                    PolicySource::Api,
+                    &at,
+                    &mut problems,
+                ) {
+                    list.push(p);
+                }
+            }
+            if !problems.is_empty() {
+                return Err(problems.to_string());
+            }
+            let set = tokio::task::spawn_blocking(move || PolicySet::build(list))
+                .await
+                .map_err(|e| e.to_string())??;
+            Arc::new(set)
+        }
+    };
+    let mut by_tenant = AgentsByTenant::new();
+    for a in agents
+        .into_iter()
+        .chain(config.agents.iter().map(Agent::from_config))
+    {
+        let state = AgentState {
+            sender_constrained: a.metadata.get("senderConstrained")
+                == Some(&serde_json::Value::Bool(true)),
+            active: a.status == AgentStatus::Active,
+        };
+        by_tenant
+            .entry(a.tenant.into_boxed_str())
+            .or_default()
+            .insert(a.id.into_boxed_str(), state);
+    }
+    let revoked = revoked.into_iter().map(String::into_boxed_str).collect();
+    let mut api_keys = AHashMap::new();
+    let stored_keys = store.api_keys().await.map_err(|e| e.to_string())?;
+    for k in crate::apikey::config_keys(&config)?
+        .into_iter()
+        .chain(stored_keys)
+    {
+        api_keys.insert(k.hash, k);
+    }
+    Ok(Snapshot {
+        api_keys: Arc::new(api_keys),
+        version,
+        routes: Arc::clone(&config.routes),
+        config,
+        upstreams,
+        policies,
+        agents: Arc::new(by_tenant),
+        revoked: Arc::new(revoked),
+    })
 }
 
 /// The outcome of one authorization, detached from the snapshot.
@@ -542,6 +508,7 @@ impl Outcome {
             upstream_status: None,
             latency_us: None,
             snapshot_version: self.snapshot_version,
+            count: None,
         }
     }
 }

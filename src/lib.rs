@@ -24,7 +24,9 @@
 //! - [`store`]: the store trait and its embedded SQLite implementation.
 //! - [`gateway`]: the shared state (config, store, tokens, audit, metrics, snapshot) and how
 //!   it changes; `Gateway::authorize` is the one decision path of proxy and API.
-//! - [`api`]: the ACT REST API (axum): API-key auth, agents, policies, tokens, enforce, audit.
+//! - [`api`]: the ACT REST API (axum): API-key auth and roles, agents, policies, tokens,
+//!   enforce, audit, API keys.
+//! - [`apikey`]: API keys — generation, strength rules, the config's keys resolved.
 //! - [`proxy`]: the data plane; [`proxy::route`] is the route table.
 //! - [`audit`]: audit events, the bounded queue and the writer.
 //! - [`telemetry`]: Prometheus metrics (one injected `Metrics`) and tracing setup.
@@ -32,6 +34,7 @@
 //! - [`server`]: binds the listeners, serves, reloads, drains on shutdown.
 //! - [`listener`]: accept, connection limit, TLS handshake, HTTP/1.1 + HTTP/2 with limits,
 //!   graceful drain; shared by the proxy and the API.
+//! - [`client`]: a minimal JSON client for the command line's calls to a running gateway.
 //! - [`demo`]: `actgate demo`, the product in one command with built-in demo upstreams.
 //! - [`tls`]: rustls configs for listeners and upstreams, certificate reload, client
 //!   identities for sender-constrained tokens.
@@ -43,7 +46,9 @@
 
 pub mod admin;
 pub mod api;
+pub mod apikey;
 pub mod audit;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod error;

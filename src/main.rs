@@ -15,11 +15,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use actgate::config::{Config, ConfigError};
+use actgate::policy::Query;
 use actgate::policy::context::ContextFacts;
-use actgate::policy::{PolicySet, Principal, Query, explain};
+use actgate::snapshot::CheckReport;
 use actgate::store::sqlite::SqliteStore;
 use actgate::store::{AgentStatus, Store, TokenRecord};
 use actgate::telemetry::{LogFormat, init_tracing};
+use actgate::token::keys::KeyState;
 use actgate::token::{KeySet, Tokens, now_unix, rfc3339};
 
 #[derive(Parser)]
@@ -29,6 +31,9 @@ use actgate::token::{KeySet, Tokens, now_unix, rfc3339};
     about = "Capability-token gateway for AI agents"
 )]
 struct Cli {
+    /// Config file (default: config/actgate.yaml if present, else the embedded default).
+    #[arg(long, global = true, env = "ACTGATE_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,9 +42,6 @@ struct Cli {
 enum Command {
     /// Run the proxy, API and admin listeners until SIGTERM or SIGINT.
     Serve {
-        /// Config file (default: config/actgate.yaml, else the embedded default).
-        #[arg(long)]
-        config: Option<PathBuf>,
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
@@ -74,11 +76,17 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Decide one request against the config's policies and explain each policy.
+    /// Decide one request for an agent and explain each policy of its tenant: from the
+    /// config and the store in dataDir, or from a running gateway with --api. Exit 0 allowed,
+    /// 1 denied, 2 bad input.
     Check {
-        /// Config file.
+        /// Ask a running gateway (its REST API, e.g. http://127.0.0.1:8081) instead of
+        /// reading the config and dataDir; the key comes from ACTGATE_API_KEY or --api-key-file.
         #[arg(long)]
-        config: PathBuf,
+        api: Option<String>,
+        /// File holding the API key for --api (role auditor or admin).
+        #[arg(long)]
+        api_key_file: Option<PathBuf>,
         /// Agent id.
         #[arg(long)]
         agent: String,
@@ -98,9 +106,6 @@ enum Command {
 enum TokenCommand {
     /// Issue a token.
     Issue {
-        /// Config file.
-        #[arg(long)]
-        config: PathBuf,
         /// Agent id (must be registered and active).
         #[arg(long)]
         agent: String,
@@ -118,24 +123,14 @@ enum AuditCommand {
     /// Check the hash chain of every segment and every checkpoint's signature; exit 0 when
     /// intact, 1 naming the first bad record (file, line, seq).
     Verify {
-        /// Config file (for dataDir).
-        #[arg(long)]
-        config: Option<PathBuf>,
         /// Also check checkpoints exported earlier (`actgate audit checkpoint > cp.json`).
         #[arg(long)]
         checkpoint: Vec<PathBuf>,
     },
     /// Print a signed checkpoint of the log's current head, to keep somewhere else.
-    Checkpoint {
-        /// Config file (for dataDir).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Checkpoint,
     /// Print the last records as JSON lines; with --follow, keep printing new ones.
     Tail {
-        /// Config file (for dataDir).
-        #[arg(long)]
-        config: Option<PathBuf>,
         /// How many records to print first.
         #[arg(short = 'n', long, default_value_t = 10)]
         lines: usize,
@@ -144,21 +139,23 @@ enum AuditCommand {
         follow: bool,
     },
     /// Rebuild the store's audit index (GET /v1/audit) from the log. Stop the gateway first.
-    Reindex {
-        /// Config file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Reindex,
 }
 
 #[derive(Subcommand)]
 enum KeysCommand {
+    /// List the signing keys: kid, state (active, verify-only, retired), when made, and how
+    /// many issued tokens are still valid under each.
+    List,
     /// Generate a new signing key and make it active; tokens signed by older keys keep
-    /// verifying until they expire. A running gateway picks the new key up within 10 s.
-    Rotate {
-        /// Config file.
-        #[arg(long)]
-        config: Option<PathBuf>,
+    /// verifying until they expire (or the key is retired). A running gateway picks the new
+    /// key up within seconds.
+    Rotate,
+    /// Retire a key: tokens it signed are refused by a running gateway within seconds, and
+    /// its secret half is deleted. The active key cannot be retired: rotate first.
+    Retire {
+        /// The key id (`actgate keys list` shows them).
+        kid: String,
     },
 }
 
@@ -166,9 +163,8 @@ enum KeysCommand {
 enum ConfigCommand {
     /// Validate a config file: print OK, or every problem with its path.
     Validate {
-        /// Config file (default: config/actgate.yaml, else the embedded default).
-        #[arg(long)]
-        config: Option<PathBuf>,
+        /// The file (same as --config).
+        file: Option<PathBuf>,
     },
 }
 
@@ -181,10 +177,12 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config_path = cli.config;
+    let load = || Config::load_default(config_path.as_deref());
     match cli.command {
-        Command::Serve { config, log_format } => {
+        Command::Serve { log_format } => {
             init_tracing(log_format);
-            let config = match Config::load_default(config.as_deref()) {
+            let config = match load() {
                 Ok(c) => c,
                 Err(e) => return config_failure(e),
             };
@@ -206,40 +204,28 @@ fn main() -> ExitCode {
         Command::Token {
             command:
                 TokenCommand::Issue {
-                    config,
                     agent,
                     ttl,
                     policies,
                 },
         } => {
-            let config = match Config::load(&config) {
+            let config = match load() {
                 Ok(c) => c,
                 Err(e) => return config_failure(e),
             };
             runtime().block_on(issue_token(config, agent, ttl.map(Into::into), policies))
         }
-        Command::Audit { command } => audit_command(command),
-        Command::Keys {
-            command: KeysCommand::Rotate { config },
-        } => {
-            let config = match Config::load_default(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => return config_failure(e),
-            };
-            match KeySet::rotate(&config.data_dir.join("keys")) {
-                Ok(kid) => {
-                    println!("new signing key {kid} is active; older keys still verify");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Command::Audit { command } => match load() {
+            Ok(config) => audit_command(config, command),
+            Err(e) => config_failure(e),
+        },
+        Command::Keys { command } => match load() {
+            Ok(config) => keys_command(&config, command),
+            Err(e) => config_failure(e),
+        },
         Command::Config {
-            command: ConfigCommand::Validate { config },
-        } => match Config::load_default(config.as_deref()) {
+            command: ConfigCommand::Validate { file },
+        } => match Config::load_default(file.as_deref().or(config_path.as_deref())) {
             Ok(c) => {
                 println!(
                     "OK: {} ({} routes, {} policies, {} upstreams)",
@@ -253,12 +239,27 @@ fn main() -> ExitCode {
             Err(e) => config_failure(e),
         },
         Command::Check {
-            config,
+            api,
+            api_key_file,
             agent,
             action,
             resource,
             context,
-        } => check(&config, &agent, &action, &resource, context.as_deref()),
+        } => {
+            let request = CheckRequest {
+                agent,
+                action,
+                resource,
+                context,
+            };
+            match api {
+                Some(url) => runtime().block_on(check_remote(&url, api_key_file, &request)),
+                None => match load() {
+                    Ok(config) => runtime().block_on(check_local(config, &request)),
+                    Err(e) => config_failure(e),
+                },
+            }
+        }
     }
 }
 
@@ -275,89 +276,257 @@ fn config_failure(e: ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn check(
-    config: &std::path::Path,
-    agent: &str,
-    action: &str,
-    resource: &str,
-    context: Option<&str>,
-) -> ExitCode {
-    let config = match Config::load(config) {
-        Ok(c) => c,
-        Err(e) => return config_failure(e),
-    };
-    let facts = match context.map(serde_json::from_str::<serde_json::Value>) {
-        None => ContextFacts::default(),
-        Some(Ok(serde_json::Value::Object(map))) => match ContextFacts::from_json(&map) {
-            Ok(f) => f,
-            Err(msg) => {
-                eprintln!("error: --context: {msg}");
-                return ExitCode::from(2);
+fn keys_command(config: &Config, command: KeysCommand) -> ExitCode {
+    let dir = config.keys_dir();
+    match command {
+        KeysCommand::Rotate => match KeySet::rotate(&dir) {
+            Ok(kid) => {
+                println!(
+                    "new signing key {kid} is active; older keys still verify (retire one with `actgate keys retire <kid>`)"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
             }
         },
-        Some(Ok(_)) => {
-            eprintln!("error: --context must be a JSON object, e.g. '{{\"rows\": 10}}'");
-            return ExitCode::from(2);
+        KeysCommand::Retire { kid } => match KeySet::retire(&dir, &kid) {
+            Ok(()) => {
+                println!(
+                    "key {kid} is retired: a running gateway refuses the tokens it signed within seconds; its secret key is deleted"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        KeysCommand::List => {
+            let keys = match KeySet::list(&dir) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            // Token counts come from the store, when there is one.
+            let counts: std::collections::HashMap<String, u64> =
+                if config.data_dir.join("actgate.db").exists() {
+                    runtime().block_on(async {
+                        match SqliteStore::open(&config.data_dir) {
+                            Ok(store) => store
+                                .live_tokens_by_kid(now_unix())
+                                .await
+                                .unwrap_or_default()
+                                .into_iter()
+                                .collect(),
+                            Err(_) => Default::default(),
+                        }
+                    })
+                } else {
+                    Default::default()
+                };
+            let when = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<18}  {:<11}  {:<20}  valid tokens",
+                "kid", "state", "created"
+            );
+            for k in keys {
+                let n = counts.get(&k.kid).copied().unwrap_or(0);
+                let note = match k.state {
+                    KeyState::Retired => format!("{n} (refused; retired {})", when(k.retired)),
+                    _ => n.to_string(),
+                };
+                println!(
+                    "{:<18}  {:<11}  {:<20}  {note}",
+                    k.kid,
+                    k.state.as_str(),
+                    when(k.created)
+                );
+            }
+            ExitCode::SUCCESS
         }
-        Some(Err(e)) => {
-            eprintln!("error: --context is not JSON: {e}");
+    }
+}
+
+/// What `actgate check` asks.
+struct CheckRequest {
+    agent: String,
+    action: String,
+    resource: String,
+    context: Option<String>,
+}
+
+impl CheckRequest {
+    /// The context as a JSON object, or the exit code of a bad one (2, after saying why).
+    fn context(&self) -> Result<serde_json::Map<String, serde_json::Value>, ExitCode> {
+        match self
+            .context
+            .as_deref()
+            .map(serde_json::from_str::<serde_json::Value>)
+        {
+            None => Ok(serde_json::Map::new()),
+            Some(Ok(serde_json::Value::Object(map))) => Ok(map),
+            Some(Ok(_)) => {
+                eprintln!("error: --context must be a JSON object, e.g. '{{\"rows\": 10}}'");
+                Err(ExitCode::from(2))
+            }
+            Some(Err(e)) => {
+                eprintln!("error: --context is not JSON: {e}");
+                Err(ExitCode::from(2))
+            }
+        }
+    }
+}
+
+/// `check` against the config and the store in its dataDir: the same snapshot build the
+/// gateway uses, so config and API-made policies and agents count alike.
+async fn check_local(config: Config, req: &CheckRequest) -> ExitCode {
+    let context = match req.context() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let facts = match ContextFacts::from_json(&context) {
+        Ok(f) => f,
+        Err(msg) => {
+            eprintln!("error: --context: {msg}");
             return ExitCode::from(2);
         }
     };
-    let tenant = config.tenant.clone();
-    let set = match PolicySet::build(config.policies) {
+    let db = config.data_dir.join("actgate.db");
+    let store = if db.exists() {
+        SqliteStore::open(&config.data_dir)
+    } else {
+        eprintln!(
+            "note: no store at {} yet: deciding from the config's policies and agents only",
+            db.display()
+        );
+        SqliteStore::in_memory()
+    };
+    let store = match store {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let who = Principal {
-        tenant: &tenant,
-        agent,
-        policy_ids: None,
+    let tenant = config.tenant.clone();
+    let origin = config.origin.clone();
+    let snapshot = match actgate::gateway::build_snapshot(
+        std::sync::Arc::new(config),
+        &store,
+        None,
+        actgate::gateway::Refresh::Policies,
+        0,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     };
     let query = Query {
-        action,
-        resource,
+        action: &req.action,
+        resource: &req.resource,
         facts: facts.facts(),
     };
-    let decision = set.evaluate(&who, &query);
-    println!("decision: {}", decision.verdict());
-    println!("reason:   {}", decision.reason);
-    match decision.policy {
-        Some(p) => println!("policy:   {} ({})", p.id, p.name),
+    let report = snapshot.check(&tenant, &req.agent, None, &query);
+    print_check(&report, &format!("{origin} and {}", db.display()))
+}
+
+/// `check` asked of a running gateway (`POST /v1/check`): its live policies and agents.
+async fn check_remote(url: &str, key_file: Option<PathBuf>, req: &CheckRequest) -> ExitCode {
+    let context = match req.context() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let key = match key_file {
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(k) => k.trim().to_string(),
+            Err(e) => {
+                eprintln!("error: --api-key-file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => match std::env::var("ACTGATE_API_KEY") {
+            Ok(k) if !k.is_empty() => k,
+            _ => {
+                eprintln!(
+                    "error: --api needs an API key (role auditor or admin): set ACTGATE_API_KEY or pass --api-key-file"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let body = serde_json::json!({
+        "agentId": req.agent,
+        "action": req.action,
+        "resourceId": req.resource,
+        "context": context,
+    });
+    let endpoint = format!("{}/v1/check", url.trim_end_matches('/'));
+    let (status, answer) = match actgate::client::post_json(&endpoint, &key, &body).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {endpoint}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if status != 200 {
+        eprintln!(
+            "error: {endpoint} answered {status}: {}",
+            answer["message"].as_str().unwrap_or("(no message)")
+        );
+        return ExitCode::from(2);
+    }
+    match serde_json::from_value::<CheckReport>(answer) {
+        Ok(report) => print_check(&report, &endpoint),
+        Err(e) => {
+            eprintln!("error: {endpoint}: unexpected answer: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_check(r: &CheckReport, from: &str) -> ExitCode {
+    println!("decision: {}", r.decision);
+    println!("reason:   {}", r.reason);
+    match &r.policy_id {
+        Some(id) => {
+            let name = r
+                .policies
+                .iter()
+                .find(|p| p.id == *id)
+                .map(|p| p.name.as_str())
+                .unwrap_or_default();
+            println!("policy:   {id} ({name})");
+        }
         None => println!("policy:   -"),
     }
-    println!("message:  {}", decision.message());
-    if let Some(p) = decision.policy
-        && decision.is_allowed()
-        && !p.constraints.is_empty()
-    {
-        println!(
-            "obligations: {}",
-            serde_json::to_string(&p.constraints).unwrap_or_default()
-        );
+    println!("message:  {}", r.message);
+    if r.decision == "allowed" && r.constraints.as_object().is_some_and(|o| !o.is_empty()) {
+        println!("obligations: {}", r.constraints);
     }
     println!();
     println!(
-        "policies of tenant {tenant} (checked as agent {agent}; token checks are not part of `check`):"
+        "policies of tenant {} (agent {}, {}; from {from}; token checks are not part of `check`):",
+        r.tenant_id, r.agent_id, r.agent_status
     );
-    let lines = explain(&set, &who, &query);
-    if lines.is_empty() {
+    if r.policies.is_empty() {
         println!("  (none)");
     }
-    let width = lines.iter().map(|l| l.policy.id.len()).max().unwrap_or(0);
-    for line in lines {
+    let width = r.policies.iter().map(|l| l.id.len()).max().unwrap_or(0);
+    for line in &r.policies {
         println!(
-            "  {:width$}  {:6}  {}  [{}]",
-            line.policy.id,
-            format!("{:?}", line.policy.effect).to_lowercase(),
-            line.why,
-            line.policy.name,
+            "  {:width$}  {:6}  {:6}  {}  [{}]",
+            line.id, line.effect, line.source, line.why, line.name,
         );
     }
-    if decision.is_allowed() {
+    if r.decision == "allowed" {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -416,7 +585,7 @@ async fn issue_token(
             humantime::format_duration(config.tokens.max_ttl)
         ));
     }
-    let keys = match KeySet::load_or_create(&config.data_dir.join("keys")) {
+    let keys = match KeySet::load_or_create(&config.keys_dir()) {
         Ok(k) => k,
         Err(e) => return fail(e.to_string()),
     };
@@ -467,20 +636,10 @@ async fn issue_token(
     ExitCode::SUCCESS
 }
 
-fn audit_command(command: AuditCommand) -> ExitCode {
+fn audit_command(config: Config, command: AuditCommand) -> ExitCode {
     use actgate::audit::log;
-    let config_path = match &command {
-        AuditCommand::Verify { config, .. }
-        | AuditCommand::Checkpoint { config }
-        | AuditCommand::Tail { config, .. }
-        | AuditCommand::Reindex { config } => config.clone(),
-    };
-    let config = match Config::load_default(config_path.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return config_failure(e),
-    };
     let dir = config.data_dir.join("audit");
-    let keys_dir = config.data_dir.join("keys");
+    let keys_dir = config.keys_dir();
     match command {
         AuditCommand::Verify { checkpoint, .. } => {
             let keys = match actgate::token::keys::public_keys(&keys_dir) {
@@ -504,12 +663,57 @@ fn audit_command(command: AuditCommand) -> ExitCode {
                     }
                 }
             }
+            // The index is what `serve` compares the log with at start: an index ahead of the
+            // log means records were cut from the log, and serve refuses to start on it.
+            let index = match actgate::store::sqlite::audit_index_head(&config.data_dir) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("error: reading the audit index: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if !dir.exists() {
+                return match index {
+                    Some(n) if n > 0 => {
+                        println!(
+                            "TAMPERED: {}: the audit log is gone, but the index ({}) records {n} events",
+                            dir.display(),
+                            actgate::store::sqlite::audit_index_path(&config.data_dir).display()
+                        );
+                        ExitCode::from(1)
+                    }
+                    _ => {
+                        eprintln!(
+                            "no audit log at {}: nothing to verify yet (the gateway creates it when it first starts)",
+                            dir.display()
+                        );
+                        ExitCode::from(2)
+                    }
+                };
+            }
             match log::verify(&dir, &|kid| keys.get(kid).cloned(), &extra) {
+                Ok(v) if index.is_some_and(|n| n > v.last_seq) => {
+                    let n = index.unwrap_or_default();
+                    println!(
+                        "TAMPERED: {}: the log ends at seq {} but the audit index ({}) has records up to seq {n}: seq {}..={n} are missing from the log (deleted or truncated). `serve` refuses to start on this log; restore it, or run `actgate audit reindex` to accept the loss",
+                        dir.display(),
+                        v.last_seq,
+                        actgate::store::sqlite::audit_index_path(&config.data_dir).display(),
+                        v.last_seq + 1
+                    );
+                    ExitCode::from(1)
+                }
                 Ok(v) => {
                     println!(
                         "OK: {} records in {} segments, hash chain intact, {} checkpoints verified; head seq {} hash {}",
                         v.records, v.segments, v.checkpoints, v.last_seq, v.head
                     );
+                    if let Some(n) = index.filter(|n| *n < v.last_seq) {
+                        println!(
+                            "note: the audit index lags the log ({n} < {}); the gateway catches it up when it starts",
+                            v.last_seq
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(broken) => {
@@ -518,7 +722,7 @@ fn audit_command(command: AuditCommand) -> ExitCode {
                 }
             }
         }
-        AuditCommand::Checkpoint { .. } => {
+        AuditCommand::Checkpoint => {
             let keys = match KeySet::load(&keys_dir) {
                 Ok(k) => k,
                 Err(e) => {
@@ -559,7 +763,7 @@ fn audit_command(command: AuditCommand) -> ExitCode {
             }
         }
         AuditCommand::Tail { lines, follow, .. } => tail(&dir, lines, follow),
-        AuditCommand::Reindex { .. } => runtime().block_on(async move {
+        AuditCommand::Reindex => runtime().block_on(async move {
             let store = match SqliteStore::open(&config.data_dir) {
                 Ok(s) => s,
                 Err(e) => {

@@ -114,6 +114,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     });
     servers.spawn(watch_keys(Arc::clone(&gateway), stop.subscribe()));
+    servers.spawn(flush_refusal_summaries(
+        Arc::clone(&gateway),
+        stop.subscribe(),
+    ));
     let tls: Vec<(&'static str, Arc<ServerTls>)> = [("proxy", proxy_tls), ("api", api_tls)]
         .into_iter()
         .filter_map(|(n, t)| t.map(|t| (n, t)))
@@ -163,6 +167,11 @@ impl Running {
             background,
             ..
         } = self;
+        // Refusals counted during the drain get their summary before the writer stops.
+        gateway
+            .audit
+            .flush_summaries(&gateway.config().tenant)
+            .await;
         drop(gateway);
         // The writer ends when the last sink is gone and the queue is drained.
         let writer = tokio::task::spawn_blocking(move || background.audit_writer.join());
@@ -243,42 +252,75 @@ async fn watch_files(
     }
 }
 
-/// How often the key directory is checked for a rotation.
-const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Every second (and once more at shutdown), writes the summary records of unauthenticated
+/// refusals that were counted instead of recorded one by one.
+async fn flush_refusal_summaries(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    let tenant = gateway.config().tenant.clone();
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => true,
+        };
+        gateway.audit.flush_summaries(&tenant).await;
+        if stopping {
+            return;
+        }
+    }
+}
 
-/// Picks up `actgate keys rotate` run while the gateway runs: when `keys/active` names another
-/// key, the key set is reloaded (old keys keep verifying). A failed reload keeps the current
-/// keys and is logged.
+/// How often the key directory is checked for a rotation or a retirement.
+const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Picks up `actgate keys rotate` and `actgate keys retire` run while the gateway runs: when
+/// anything in the key directory changes (names, sizes, times), the key set is reloaded — a
+/// new active key signs, a retired key verifies nothing from then on, and the token cache is
+/// emptied so no token of a retired key is served from it. A key set that does not load keeps
+/// the current one, logged.
 async fn watch_keys(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
-    let dir = gateway.config().data_dir.join("keys");
+    let dir = gateway.config().keys_dir();
+    let mut seen = crate::token::keys::fingerprint(&dir).ok();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(KEY_CHECK_INTERVAL) => {}
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
         }
-        let active = tokio::fs::read_to_string(dir.join("active")).await;
-        let current = gateway
-            .tokens
-            .keys()
-            .signing
-            .as_ref()
-            .map(|k| k.kid.clone());
-        match active {
-            Ok(kid) if Some(kid.trim()) != current.as_deref() => {
-                match crate::token::KeySet::load(&dir) {
-                    Ok(keys) => {
-                        tracing::info!(kid = %kid.trim(), "signing key rotated; older keys still verify");
-                        gateway.tokens.set_keys(keys);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "key rotation found but the key set does not load; keeping the current keys")
-                    }
-                }
+        let now = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || crate::token::keys::fingerprint(&dir)).await
+        };
+        let now = match now {
+            Ok(Ok(f)) => Some(f),
+            Ok(Err(e)) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read the key directory; keeping the current keys");
+                continue;
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the active key id; keeping the current keys")
+            Err(_) => continue,
+        };
+        if now == seen {
+            continue;
+        }
+        let loaded = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || crate::token::KeySet::load(&dir)).await
+        };
+        seen = now;
+        match loaded {
+            Ok(Ok(keys)) => {
+                let before: Vec<String> = gateway.tokens.keys().kids().map(String::from).collect();
+                let after: Vec<String> = keys.kids().map(String::from).collect();
+                let retired: Vec<&String> = before.iter().filter(|k| !after.contains(k)).collect();
+                let active = keys
+                    .signing
+                    .as_ref()
+                    .map(|k| k.kid.clone())
+                    .unwrap_or_default();
+                gateway.tokens.set_keys(keys);
+                tracing::info!(active = %active, retired = ?retired, trusted = after.len(), "signing keys reloaded");
             }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the key directory changed but does not load; keeping the current keys")
+            }
+            Err(e) => tracing::error!(error = %e, "key reload task failed"),
         }
     }
 }

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use ahash::{AHashMap, AHashSet};
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::policy::{Decision, PolicySet, Principal, Query, Reason};
@@ -28,6 +29,49 @@ pub struct AgentState {
 /// Agents by tenant, then id: ids are unique within a tenant only.
 pub type AgentsByTenant = AHashMap<Box<str>, AHashMap<Box<str>, AgentState>>;
 
+/// What `actgate check` and `POST /v1/check` answer: the decision for an agent (no token) and,
+/// for every policy of the tenant, where it came from and how it related to the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReport {
+    /// `allowed` or `denied`.
+    pub decision: String,
+    /// Reason code.
+    pub reason: String,
+    /// Explanation.
+    pub message: String,
+    /// Deciding policy.
+    pub policy_id: Option<String>,
+    /// The deciding policy's constraints (obligations when allowed).
+    pub constraints: serde_json::Value,
+    /// The agent checked.
+    pub agent_id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// `active`, `revoked` or `unknown` (not registered in the tenant).
+    pub agent_status: String,
+    /// Version of the snapshot that decided.
+    pub snapshot_version: u64,
+    /// Every policy of the tenant, in precedence order.
+    pub policies: Vec<CheckLine>,
+}
+
+/// One policy in a [`CheckReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckLine {
+    /// Policy id.
+    pub id: String,
+    /// Policy name.
+    pub name: String,
+    /// `allow` or `deny`.
+    pub effect: String,
+    /// `config` or `api`.
+    pub source: String,
+    /// How it related to the request.
+    pub why: String,
+}
+
 /// The compiled state decisions are made against.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -45,6 +89,8 @@ pub struct Snapshot {
     pub agents: Arc<AgentsByTenant>,
     /// Revoked token ids (until they expire).
     pub revoked: Arc<AHashSet<Box<str>>>,
+    /// API keys (the config's and the stored ones) by the SHA-256 of the key.
+    pub api_keys: Arc<AHashMap<[u8; 32], crate::store::ApiKeyRecord>>,
 }
 
 impl Snapshot {
@@ -74,6 +120,93 @@ impl Snapshot {
         self.policies.evaluate(&who, query)
     }
 
+    /// Decides for an agent without a token (`actgate check`, `POST /v1/check`): the agent
+    /// must be registered and active in `tenant`, then the policy stage runs as for a token
+    /// of that agent narrowed to `policy_ids`.
+    pub fn decide_for_agent<'s>(
+        &'s self,
+        tenant: &str,
+        agent: &str,
+        policy_ids: Option<&[String]>,
+        query: &Query<'_>,
+    ) -> Decision<'s> {
+        match self.agent(tenant, agent) {
+            Some(a) if a.active => {}
+            _ => return Decision::denied(Reason::AgentRevoked),
+        }
+        let who = Principal {
+            tenant,
+            agent,
+            policy_ids,
+        };
+        self.policies.evaluate(&who, query)
+    }
+
+    /// [`Snapshot::decide_for_agent`] with the explanation of every policy of the tenant.
+    pub fn check(
+        &self,
+        tenant: &str,
+        agent: &str,
+        policy_ids: Option<&[String]>,
+        query: &Query<'_>,
+    ) -> CheckReport {
+        let decision = self.decide_for_agent(tenant, agent, policy_ids, query);
+        let who = Principal {
+            tenant,
+            agent,
+            policy_ids,
+        };
+        let agent_status = match self.agent(tenant, agent) {
+            Some(a) if a.active => "active",
+            Some(_) => "revoked",
+            None => "unknown",
+        };
+        let message = if agent_status == "active" {
+            decision.message()
+        } else {
+            // Say what the policies alone would answer, so a policy can be checked before its
+            // agent exists.
+            let alone = self.policies.evaluate(&who, query);
+            let alone = match alone.policy {
+                Some(p) => format!("{} ({}, policy {})", alone.verdict(), alone.reason, p.id),
+                None => format!("{} ({})", alone.verdict(), alone.reason),
+            };
+            let state = if agent_status == "unknown" {
+                "is not registered in"
+            } else {
+                "is revoked in"
+            };
+            format!(
+                "agent {agent} {state} tenant {tenant}: its tokens are denied (the policies alone would answer: {alone})"
+            )
+        };
+        CheckReport {
+            decision: decision.verdict().to_string(),
+            reason: decision.reason.as_str().to_string(),
+            message,
+            policy_id: decision.policy.map(|p| p.id.clone()),
+            constraints: decision
+                .policy
+                .filter(|_| decision.is_allowed())
+                .and_then(|p| serde_json::to_value(&p.constraints).ok())
+                .unwrap_or_else(|| serde_json::json!({})),
+            agent_id: agent.to_string(),
+            tenant_id: tenant.to_string(),
+            agent_status: agent_status.to_string(),
+            snapshot_version: self.version,
+            policies: crate::policy::explain(&self.policies, &who, query)
+                .into_iter()
+                .map(|line| CheckLine {
+                    id: line.policy.id.clone(),
+                    name: line.policy.name.clone(),
+                    effect: format!("{:?}", line.policy.effect).to_lowercase(),
+                    source: line.policy.source.as_str().to_string(),
+                    why: line.why.to_string(),
+                })
+                .collect(),
+        }
+    }
+
     /// An agent of a tenant.
     pub fn agent(&self, tenant: &str, id: &str) -> Option<&AgentState> {
         self.agents.get(tenant)?.get(id)
@@ -92,6 +225,12 @@ impl Snapshot {
         }
         if claims.expires_at + skew < now {
             return Err(Reason::TokenExpired);
+        }
+        // A lifetime longer than tokens.maxTtl was never issued by this gateway's rules: a
+        // token minted with a leaked key, or under an older, laxer config.
+        if claims.expires_at - claims.issued_at > self.config.tokens.max_ttl.as_secs() as i64 + skew
+        {
+            return Err(Reason::TokenInvalid);
         }
         if self.revoked.contains(claims.jti.as_str()) {
             return Err(Reason::TokenRevoked);
@@ -124,6 +263,7 @@ mod tests {
             not_before: 1000,
             expires_at: 2000,
             policy_ids: None,
+            kid: "k1".into(),
         }
     }
 
@@ -191,6 +331,13 @@ mod tests {
         let mut cross = claims();
         cross.tenant = "other".into();
         assert_eq!(reason(&s, &cross, None, 1500), Reason::AgentRevoked);
+        // A lifetime beyond tokens.maxTtl (24h by default) + skew is not one this gateway
+        // issues, whatever key signed it.
+        let mut long = claims();
+        long.expires_at = long.issued_at + 24 * 3600 + 30;
+        assert_eq!(reason(&s, &long, None, 1500), Reason::NoMatchingPolicy);
+        long.expires_at += 1;
+        assert_eq!(reason(&s, &long, None, 1500), Reason::TokenInvalid);
         let q = Query {
             action: "read",
             resource: "api://x",

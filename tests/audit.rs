@@ -194,10 +194,21 @@ async fn the_cli_verifies_exports_checkpoints_and_exits_1_on_tampering() {
     lines.truncate(8);
     write_lines(&seg, &lines);
     std::fs::remove_file(audit_dir(dir.path()).join(log::CHECKPOINTS)).unwrap();
+    // The index still records seq 9..12: verify says what `serve` would refuse.
+    let (code, out, _) = actgate(&["audit", "verify", "--config", cfg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("TAMPERED:")
+            && out.contains("the log ends at seq 8")
+            && out.contains("seq 9..=12 are missing"),
+        "{out}"
+    );
+    // With the index gone too, only the exported checkpoint can tell.
+    std::fs::remove_file(dir.path().join("data/audit-index.db")).unwrap();
     let (code, out, _) = actgate(&["audit", "verify", "--config", cfg]);
     assert_eq!(
         code, 0,
-        "without the exported checkpoint a clean truncation is invisible: {out}"
+        "without the index and the exported checkpoint a clean truncation is invisible: {out}"
     );
     let (code, out, _) = actgate(&[
         "audit",

@@ -100,8 +100,36 @@ policies:
 
 #[test]
 fn check_exits_0_when_allowed_1_when_denied_2_on_bad_input() {
-    let cfg = "config/actgate.yaml";
-    assert!(Path::new(cfg).exists());
+    // The shipped config, its data in a fresh directory, with agent_1 registered (as code):
+    // `check` decides as the gateway would, and the gateway denies an unregistered agent.
+    let shipped = "config/actgate.yaml";
+    assert!(Path::new(shipped).exists());
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(shipped).unwrap().replace(
+        "dataDir: ./data",
+        &format!("dataDir: {}", dir.path().join("data").display()),
+    ) + "\nagents:\n  - { id: agent_1, name: Analyst }\n";
+    let path = dir.path().join("actgate.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let cfg = path.to_str().unwrap();
+    let (code, out, _) = actgate(&[
+        "check",
+        "--config",
+        cfg,
+        "--agent",
+        "agent_unregistered",
+        "--action",
+        "query",
+        "--resource",
+        "api://analytics/sales",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("reason:   agent_revoked"), "{out}");
+    assert!(
+        out.contains("is not registered in tenant default-tenant")
+            && out.contains("the policies alone would answer: allowed"),
+        "{out}"
+    );
     let (code, out, _) = actgate(&[
         "check",
         "--config",

@@ -34,7 +34,7 @@ fn the_demo_shows_allowed_and_denied_calls_and_where_the_audit_is() {
     assert!(row("path traversal").ends_with("denied invalid_request 400 no"));
     assert!(row("after revoking").ends_with("denied token_revoked 401 no"));
     assert!(
-        stdout.contains("audit trail: 8 decisions recorded"),
+        stdout.contains("audit trail: 9 events for 9 calls, one each"),
         "{stdout}"
     );
 }

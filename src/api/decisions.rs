@@ -169,6 +169,68 @@ pub(super) async fn enforce(
     })))
 }
 
+/// `POST /v1/check` body: a decision for an agent without a token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct CheckInput {
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    resource_id: Option<String>,
+    #[serde(default)]
+    context: Option<Map<String, Value>>,
+    #[serde(default)]
+    policy_ids: Option<Vec<String>>,
+}
+
+/// `POST /v1/check`: what the gateway would decide for this agent, and why, policy by
+/// policy — from the live snapshot, so `actgate check --api` sees what `/v1/enforce` sees.
+/// A dry run: nothing is audited or counted as a decision.
+pub(super) async fn check(
+    State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    StrictJson(input): StrictJson<CheckInput>,
+) -> Result<Json<crate::snapshot::CheckReport>, ApiError> {
+    let mut p = Problems::new();
+    let mut field = |v: &Option<String>, name: &str| -> String {
+        match v.as_deref() {
+            Some(s) if !s.is_empty() && s.len() <= MAX_FIELD => s.to_string(),
+            _ => {
+                p.push(name, format!("required: 1–{MAX_FIELD} bytes"));
+                String::new()
+            }
+        }
+    };
+    let agent = field(&input.agent_id, "agentId");
+    let action = field(&input.action, "action");
+    let resource = field(&input.resource_id, "resourceId");
+    let facts = match input.context.as_ref().map(ContextFacts::from_json) {
+        None => ContextFacts::default(),
+        Some(Ok(f)) => f,
+        Some(Err(msg)) => {
+            p.push("context", msg);
+            ContextFacts::default()
+        }
+    };
+    if !p.is_empty() {
+        return Err(ApiError::Invalid(p));
+    }
+    let query = Query {
+        action: &action,
+        resource: &resource,
+        facts: facts.facts(),
+    };
+    let snapshot = gw.snapshot();
+    Ok(Json(snapshot.check(
+        &caller.tenant,
+        &agent,
+        input.policy_ids.as_deref(),
+        &query,
+    )))
+}
+
 /// Most events one `GET /v1/audit` page returns.
 const MAX_AUDIT_PAGE: usize = 1000;
 

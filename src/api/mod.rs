@@ -7,6 +7,7 @@
 //! the next decision sees it.
 
 mod decisions;
+mod keys;
 mod resources;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde_json::json;
 
 use crate::error::Problems;
 use crate::gateway::Gateway;
+use crate::store::{Permission, Role};
 use crate::telemetry::status_class;
 
 /// Largest control-plane request body.
@@ -30,13 +32,48 @@ pub const MAX_API_BODY: usize = 256 * 1024;
 /// Deepest JSON nesting accepted in a control-plane body.
 pub const MAX_API_JSON_DEPTH: usize = 32;
 
-/// The tenant an authenticated request acts for.
+/// Who an authenticated request acts as: its API key's tenant, name and role.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// Tenant id.
     pub tenant: String,
     /// The API key's name (for logs; never the key).
     pub key_name: String,
+    /// The API key's id.
+    pub key_id: String,
+    /// What the key may do.
+    pub role: Role,
+    /// For an issuer: the only agents it may issue and revoke tokens for.
+    pub agents: Option<Vec<String>>,
+}
+
+impl Caller {
+    /// Refuses (403, naming the role needed) a call this key's role does not allow.
+    pub fn require(&self, need: Permission) -> Result<(), ApiError> {
+        if self.role.may(need) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this API key ({}) has role {}, which may not {}: that needs role {}",
+                self.key_name,
+                self.role.as_str(),
+                need.describe(),
+                need.least_role()
+            )))
+        }
+    }
+
+    /// Refuses (403) token calls for an agent outside an issuer key's `agents` list.
+    pub fn require_agent(&self, agent: &str) -> Result<(), ApiError> {
+        match &self.agents {
+            Some(list) if !list.iter().any(|a| a == agent) => Err(ApiError::Forbidden(format!(
+                "this API key ({}) may issue and revoke tokens only for {}; not for {agent}",
+                self.key_name,
+                list.join(", ")
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Errors of the REST API.
@@ -51,6 +88,9 @@ pub enum ApiError {
     /// No or unknown `X-Api-Key`.
     #[error("missing or unknown X-Api-Key")]
     Unauthorized,
+    /// The key's role does not allow the call; the message names the role it would need.
+    #[error("{0}")]
+    Forbidden(String),
     /// Nothing with that id in the caller's tenant.
     #[error("{0} not found")]
     NotFound(String),
@@ -74,6 +114,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -88,6 +129,7 @@ impl ApiError {
             ApiError::Invalid(_) => "invalid_request",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "payload_too_large",
@@ -193,14 +235,45 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next: Ne
             .map(|rec| Caller {
                 tenant: rec.tenant,
                 key_name: rec.name,
+                key_id: rec.id,
+                role: rec.role,
+                agents: rec.agents,
             }),
         _ => None,
     };
     let Some(caller) = caller else {
         return ApiError::Unauthorized.into_response();
     };
+    // The role is checked before anything reads the body.
+    if let Some(need) = permission_for(req.method(), req.uri().path())
+        && let Err(e) = caller.require(need)
+    {
+        return e.into_response();
+    }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// What a call needs, by method and path; `None` for what no route serves (404 or 405 from
+/// the router). One table, so every route's requirement is read in one place.
+fn permission_for(method: &axum::http::Method, path: &str) -> Option<Permission> {
+    use axum::http::Method as M;
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let p = match (method, segments.as_slice()) {
+        (&M::GET, ["v1", "agents"] | ["v1", "agents", _]) => Permission::Read,
+        (&M::GET, ["v1", "policies"] | ["v1", "policies", _]) => Permission::Read,
+        (&M::POST, ["v1", "agents"]) | (&M::DELETE, ["v1", "agents", _]) => Permission::WriteAgents,
+        (&M::POST, ["v1", "policies"]) | (&M::PUT | &M::DELETE, ["v1", "policies", _]) => {
+            Permission::WritePolicies
+        }
+        (&M::POST, ["v1", "tokens"]) | (&M::DELETE, ["v1", "tokens", _]) => Permission::Tokens,
+        (&M::POST, ["v1", "enforce"]) => Permission::Enforce,
+        (&M::GET, ["v1", "audit"]) => Permission::ReadAudit,
+        (&M::POST, ["v1", "check"]) => Permission::Read,
+        (_, ["v1", "apikeys"] | ["v1", "apikeys", _]) => Permission::ManageKeys,
+        _ => return None,
+    };
+    Some(p)
 }
 
 async fn count(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
@@ -260,6 +333,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/tokens/{id}", delete(resources::revoke_token))
         .route("/v1/enforce", post(decisions::enforce))
         .route("/v1/audit", get(decisions::audit))
+        .route("/v1/check", post(decisions::check))
+        .route("/v1/apikeys", post(keys::create).get(keys::list))
+        .route("/v1/apikeys/{id}", delete(keys::delete))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&gw),

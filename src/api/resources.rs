@@ -122,6 +122,18 @@ pub(super) async fn create_agent(
     Ok((StatusCode::CREATED, Json(agent)).into_response())
 }
 
+/// `api.policyWrites: false` makes policies config-only.
+fn policy_writes_allowed(gw: &Gateway) -> Result<(), ApiError> {
+    if gw.config().api.policy_writes {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "policies are managed in the config file ({}) only (api.policyWrites: false)",
+            gw.config().origin
+        )))
+    }
+}
+
 async fn refresh(gw: &Gateway, what: Refresh) -> Result<(), ApiError> {
     gw.refresh(what)
         .await
@@ -222,6 +234,7 @@ pub(super) async fn create_policy(
     Extension(caller): Extension<Caller>,
     StrictJson(mut input): StrictJson<PolicyInput>,
 ) -> Result<Response, ApiError> {
+    policy_writes_allowed(&gw)?;
     let id = input.id.clone().unwrap_or_else(|| new_id("pol_"));
     let policy = validate_api_policy(&input, &caller.tenant, &id)?;
     check_config_clash(&gw, &caller.tenant, &id, &policy.name)?;
@@ -312,6 +325,7 @@ pub(super) async fn update_policy(
     Path(id): Path<String>,
     StrictJson(mut input): StrictJson<PolicyInput>,
 ) -> Result<Json<PolicyView>, ApiError> {
+    policy_writes_allowed(&gw)?;
     if let Some(given) = &input.id
         && *given != id
     {
@@ -357,6 +371,7 @@ pub(super) async fn delete_policy(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<PolicyView>, ApiError> {
+    policy_writes_allowed(&gw)?;
     if gw
         .config_policies(&caller.tenant)
         .iter()
@@ -439,6 +454,7 @@ pub(super) async fn issue_token(
     if !p.is_empty() {
         return Err(ApiError::Invalid(p));
     }
+    caller.require_agent(&agent_id)?;
     let agent = gw
         .find_agent(&caller.tenant, &agent_id)
         .await?
@@ -480,6 +496,14 @@ pub(super) async fn revoke_token(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    if caller.agents.is_some() {
+        let rec = gw
+            .store
+            .token(&caller.tenant, &id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("token {id}")))?;
+        caller.require_agent(&rec.agent_id)?;
+    }
     let _guard = gw.write_lock().await;
     let rec = gw
         .store

@@ -27,17 +27,32 @@ pub enum Source {
     Enforce,
     /// The data-plane proxy.
     Proxy,
+    /// The MCP gateway.
+    Mcp,
 }
 
 impl Source {
-    /// `enforce` or `proxy` (a metric label).
+    /// `enforce`, `proxy` or `mcp` (a metric label).
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Enforce => "enforce",
             Source::Proxy => "proxy",
+            Source::Mcp => "mcp",
         }
     }
 }
+
+/// Reason codes of refusals made before a decision (the request never reached the policy
+/// stage): what [`AuditSink::record_refusal`] aggregates when it must.
+pub const REFUSAL_REASONS: &[&str] = &[
+    "invalid_request",
+    "no_route",
+    "body_too_large",
+    "unsupported_media_type",
+    "request_timeout",
+    "cancelled",
+    "other",
+];
 
 /// What an audit record records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -49,6 +64,9 @@ pub enum EventKind {
     /// What became of a forwarded request: upstream status and latency. Refers to its
     /// decision by `decisionId`.
     Outcome,
+    /// Identical unauthenticated refusals counted together (`count`) instead of one record
+    /// each, when they came faster than `audit.refusalRate` or found the queue full.
+    Summary,
 }
 
 /// One audited decision, or the outcome of a forwarded one.
@@ -116,6 +134,100 @@ pub struct AuditEvent {
     pub latency_us: Option<u64>,
     /// Version of the policy snapshot that decided.
     pub snapshot_version: u64,
+    /// For a summary: how many refusals it stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl AuditEvent {
+    /// A refusal made before any decision (malformed request, no route, body too large,
+    /// ...): `denied` with the refusal's reason code, stamped now.
+    pub fn refusal(
+        id: String,
+        source: Source,
+        tenant: &str,
+        request_id: &str,
+        reason: &str,
+        message: String,
+    ) -> AuditEvent {
+        let (time, time_ms) = now_stamp();
+        AuditEvent {
+            seq: 0,
+            kind: EventKind::Decision,
+            id,
+            decision_id: None,
+            time,
+            time_ms,
+            tenant_id: tenant.to_string(),
+            source,
+            request_id: request_id.to_string(),
+            agent_id: None,
+            token_id: None,
+            action: String::new(),
+            resource: String::new(),
+            decision: "denied".into(),
+            reason: reason.to_string(),
+            policy_id: None,
+            message,
+            enforced: true,
+            route: None,
+            method: None,
+            upstream_status: None,
+            latency_us: None,
+            snapshot_version: 0,
+            count: None,
+        }
+    }
+}
+
+/// Refusals counted instead of recorded one by one, by reason ([`REFUSAL_REASONS`]), and the
+/// per-second budget of unauthenticated refusals recorded individually.
+#[derive(Debug)]
+pub struct RefusalAggregates {
+    counts: Vec<AtomicU64>,
+    second: std::sync::atomic::AtomicI64,
+    used: AtomicU64,
+    rate: u64,
+}
+
+impl RefusalAggregates {
+    fn new(rate: u64) -> RefusalAggregates {
+        RefusalAggregates {
+            counts: REFUSAL_REASONS.iter().map(|_| AtomicU64::new(0)).collect(),
+            second: std::sync::atomic::AtomicI64::new(0),
+            used: AtomicU64::new(0),
+            rate,
+        }
+    }
+
+    /// Whether one more individual record fits this second's budget.
+    fn admit(&self) -> bool {
+        let now = now_stamp().1 / 1000;
+        if self.second.swap(now, Ordering::Relaxed) != now {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        self.used.fetch_add(1, Ordering::Relaxed) < self.rate
+    }
+
+    fn count(&self, reason: &str) {
+        let i = REFUSAL_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(REFUSAL_REASONS.len() - 1);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes the counts gathered so far: (reason, count) for each reason with some.
+    pub fn take(&self) -> Vec<(&'static str, u64)> {
+        REFUSAL_REASONS
+            .iter()
+            .zip(&self.counts)
+            .filter_map(|(r, c)| {
+                let n = c.swap(0, Ordering::Relaxed);
+                (n > 0).then_some((*r, n))
+            })
+            .collect()
+    }
 }
 
 /// Filters of `GET /v1/audit`.
@@ -163,6 +275,8 @@ pub struct AuditStats {
     pub commits: AtomicU64,
     /// Total commit time, microseconds.
     pub commit_us: AtomicU64,
+    /// Unauthenticated refusals counted into summaries instead of recorded one by one.
+    pub aggregated: AtomicU64,
 }
 
 pub(crate) struct Job {
@@ -176,6 +290,7 @@ pub struct AuditSink {
     tx: mpsc::Sender<Job>,
     durability: Durability,
     on_full: OnFull,
+    refusals: Arc<RefusalAggregates>,
     /// Counters.
     pub stats: Arc<AuditStats>,
 }
@@ -247,6 +362,83 @@ impl AuditSink {
         }
     }
 
+    /// Records a refusal made before any decision; never waits for the disk (nothing was
+    /// forwarded, so there is nothing to hold back). With a verified token (`authenticated`)
+    /// the record is always written, waiting for room in the queue if it must. Without one
+    /// — a flood of malformed requests costs an attacker nothing — it is written one by one
+    /// while there is room and within `audit.refusalRate` per second; beyond that it is
+    /// counted, and the counts are written as one summary record per reason every second
+    /// ([`AuditSink::flush_summaries`]). Nothing is dropped without being counted.
+    pub async fn record_refusal(&self, event: AuditEvent, authenticated: bool) {
+        if self.durability == Durability::Off {
+            return;
+        }
+        if !authenticated {
+            self.record_refusal_now(event);
+            return;
+        }
+        let reason = event.reason.clone();
+        let job = Job { event, done: None };
+        if self.tx.send(job).await.is_ok() {
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(reason = %reason, "refusal audit record lost: the audit writer stopped");
+        }
+    }
+
+    /// [`AuditSink::record_refusal`] for an unauthenticated refusal, without waiting (usable
+    /// where nothing can be awaited, e.g. when a cancelled request is dropped).
+    pub fn record_refusal_now(&self, event: AuditEvent) {
+        if self.durability == Durability::Off {
+            return;
+        }
+        if self.refusals.admit() {
+            let reason = event.reason.clone();
+            match self.tx.try_send(Job { event, done: None }) {
+                Ok(()) => {
+                    self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.refusals.count(&reason);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        } else {
+            self.refusals.count(&event.reason);
+        }
+        self.stats.aggregated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes one summary record per reason for the refusals counted since the last call
+    /// (run every second, and at shutdown).
+    pub async fn flush_summaries(&self, tenant: &str) {
+        for (reason, n) in self.refusals.take() {
+            let mut event = AuditEvent::refusal(
+                crate::ids::sequential_id("aud_"),
+                Source::Proxy,
+                tenant,
+                "-",
+                reason,
+                format!(
+                    "{n} unauthenticated refusals ({reason}) beyond audit.refusalRate or a full queue, counted into this record"
+                ),
+            );
+            event.kind = EventKind::Summary;
+            event.count = Some(n);
+            let job = Job { event, done: None };
+            if self.tx.send(job).await.is_ok() {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats.failures.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Durability mode.
     pub fn durability(&self) -> Durability {
         self.durability
@@ -270,6 +462,7 @@ fn channel(settings: &AuditSettings) -> (AuditSink, mpsc::Receiver<Job>) {
             tx,
             durability: settings.durability,
             on_full: settings.on_full,
+            refusals: Arc::new(RefusalAggregates::new(settings.refusal_rate)),
             stats: Arc::new(AuditStats::default()),
         },
         rx,

@@ -22,6 +22,7 @@ use crate::policy::{Policy, PolicyInput, PolicySource, validate_policy};
 use crate::proxy::route::{
     Mode, ResourceTemplate, Route, RouteTable, RowSource, parse_path_template,
 };
+use crate::store::Role;
 use raw::*;
 
 /// The shipped example config, compiled into the binary: `actgate serve` runs on it when no
@@ -73,6 +74,17 @@ pub struct ApiKeyConfig {
     pub source: KeySource,
     /// The tenant it acts for.
     pub tenant: String,
+    /// What it may do (default `admin`, what every key could do before roles existed).
+    pub role: Role,
+    /// For an `issuer`: the only agents it may issue and revoke tokens for.
+    pub agents: Option<Vec<String>>,
+}
+
+/// Control-plane options (`api:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// False makes policies config-only: `POST`/`PUT`/`DELETE /v1/policies` answer 403.
+    pub policy_writes: bool,
 }
 
 /// An agent defined in the config ("agents as code"): known to every replica without a shared
@@ -107,6 +119,9 @@ pub struct TokenSettings {
     /// Threads verifying signatures at once; more requests wait their turn. Bounds the CPU a
     /// flood of forged tokens can take; cached tokens never wait for it.
     pub max_concurrent_verifications: usize,
+    /// The signing keys' directory, when not `<dataDir>/keys` (e.g. a mounted Secret shared
+    /// by replicas).
+    pub keys_dir: Option<PathBuf>,
 }
 
 /// When an audit record must be on disk.
@@ -145,6 +160,9 @@ pub struct AuditSettings {
     pub flush_interval: Duration,
     /// Records between signed checkpoints.
     pub checkpoint_every: u64,
+    /// Unauthenticated refusals recorded one by one per second; beyond it they are counted
+    /// into one summary record per reason each second.
+    pub refusal_rate: u64,
 }
 
 /// Request limits of the proxy and API listeners.
@@ -274,6 +292,8 @@ pub struct Config {
     pub tenant: String,
     /// Configured API keys.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// Control-plane options.
+    pub api: ApiSettings,
     /// Agents as code.
     pub agents: Vec<ConfigAgent>,
     /// Token settings.
@@ -304,6 +324,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The signing keys' directory: `tokens.keysDir`, else `<dataDir>/keys`.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.tokens
+            .keys_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
     /// Loads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -376,6 +404,7 @@ impl Config {
             );
         }
         let api_keys = compile_api_keys(take("apiKeys"), &tenant, &mut p);
+        let api = compile_api(take("api"), &mut p);
         let agents = compile_agents(take("agents"), &tenant, &mut p);
         let tokens = compile_tokens(take("tokens"), &mut p);
         let audit = compile_audit(take("audit"), &mut p);
@@ -426,6 +455,7 @@ impl Config {
             data_dir: PathBuf::from(data_dir),
             tenant,
             api_keys,
+            api,
             agents,
             tokens,
             audit,
@@ -437,6 +467,28 @@ impl Config {
             routes: Arc::new(routes),
             policies,
         })
+    }
+}
+
+/// The longest `tokens.maxTtl` accepted: 30 days.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+const MS: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Records a problem at `path` unless `min ≤ value ≤ max`. Every duration is bounded, so no
+/// later `Instant + duration` can overflow.
+fn duration_in(p: &mut Problems, path: &str, value: Duration, min: Duration, max: Duration) {
+    if value < min || value > max {
+        p.push(
+            path,
+            format!(
+                "must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        );
     }
 }
 
@@ -590,15 +642,56 @@ fn compile_api_keys(v: Option<Value>, tenant: &str, p: &mut Problems) -> Vec<Api
                 None
             }
         };
+        let role = match raw.role.as_deref() {
+            None => Role::Admin,
+            Some(r) => Role::parse(r).unwrap_or_else(|| {
+                p.push(
+                    join(&at, "role"),
+                    format!("`{r}` is not a role; use admin, issuer, enforcer or auditor"),
+                );
+                Role::Admin
+            }),
+        };
+        if let Some(agents) = &raw.agents {
+            if role != Role::Issuer {
+                p.push(
+                    join(&at, "agents"),
+                    "only an issuer key is limited to agents; remove `agents` or set `role: issuer`",
+                );
+            }
+            if agents.is_empty() {
+                p.push(
+                    join(&at, "agents"),
+                    "an empty list allows no agent; list agent ids or leave `agents` out",
+                );
+            }
+            for (j, a) in agents.iter().enumerate() {
+                if !is_identifier(a, "agent_") {
+                    p.push(
+                        format!("{at}.agents[{j}]"),
+                        "must be an agent id: `agent_` followed by letters, digits, `_` or `-`",
+                    );
+                }
+            }
+        }
         if let (Some(name), Some(source)) = (name, source) {
             keys.push(ApiKeyConfig {
                 name: name.to_string(),
                 source,
                 tenant: key_tenant,
+                role,
+                agents: raw.agents,
             });
         }
     }
     keys
+}
+
+fn compile_api(v: Option<Value>, p: &mut Problems) -> ApiSettings {
+    let raw = typed::<RawApi>(v, "api", p).unwrap_or_default();
+    ApiSettings {
+        policy_writes: raw.policy_writes.unwrap_or(true),
+    }
 }
 
 fn compile_agents(v: Option<Value>, tenant: &str, p: &mut Problems) -> Vec<ConfigAgent> {
@@ -663,9 +756,22 @@ fn compile_tokens(v: Option<Value>, p: &mut Problems) -> TokenSettings {
         clock_skew: raw.clock_skew.map_or(Duration::from_secs(30), |d| d.0),
         cache_capacity: raw.cache_capacity.unwrap_or(100_000) as usize,
         max_concurrent_verifications: raw.max_concurrent_verifications.unwrap_or(1) as usize,
+        keys_dir: raw.keys_dir.map(PathBuf::from),
     };
-    if t.max_ttl < Duration::from_secs(1) {
-        p.push("tokens.maxTtl", "must be at least 1s");
+    if t.keys_dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        p.push(
+            "tokens.keysDir",
+            "must not be empty; leave it out for <dataDir>/keys",
+        );
+    }
+    if t.max_ttl < Duration::from_secs(1) || t.max_ttl > MAX_TOKEN_TTL {
+        p.push(
+            "tokens.maxTtl",
+            "must be between 1s and 30d (capability tokens are short-lived; revoke, do not wait)",
+        );
     }
     if t.default_ttl < Duration::from_secs(1) {
         p.push("tokens.defaultTtl", "must be at least 1s");
@@ -682,8 +788,11 @@ fn compile_tokens(v: Option<Value>, p: &mut Problems) -> TokenSettings {
     if t.cache_capacity > 10_000_000 {
         p.push("tokens.cacheCapacity", "must not exceed 10000000");
     }
-    if t.max_concurrent_verifications == 0 {
-        p.push("tokens.maxConcurrentVerifications", "must be at least 1");
+    if !(1..=256).contains(&t.max_concurrent_verifications) {
+        p.push(
+            "tokens.maxConcurrentVerifications",
+            "must be between 1 and 256",
+        );
     }
     t
 }
@@ -720,18 +829,25 @@ fn compile_audit(v: Option<Value>, p: &mut Problems) -> AuditSettings {
         segment_max_bytes: raw.segment_max_bytes.unwrap_or(64 << 20),
         flush_interval: raw.flush_interval.map_or(Duration::from_millis(5), |d| d.0),
         checkpoint_every: raw.checkpoint_every.unwrap_or(10_000),
+        refusal_rate: raw.refusal_rate.unwrap_or(1000),
     };
+    if a.refusal_rate > 1_000_000 {
+        p.push("audit.refusalRate", "must be between 0 and 1000000");
+    }
     if !(1..=1 << 24).contains(&a.queue_capacity) {
         p.push("audit.queueCapacity", "must be between 1 and 16777216");
     }
-    if a.segment_max_bytes < 4096 {
-        p.push("audit.segmentMaxBytes", "must be at least 4096");
+    if !(4096..=1 << 40).contains(&a.segment_max_bytes) {
+        p.push(
+            "audit.segmentMaxBytes",
+            "must be between 4096 and 1099511627776 (1 TiB)",
+        );
     }
     if a.flush_interval.is_zero() || a.flush_interval > Duration::from_secs(1) {
         p.push("audit.flushInterval", "must be between 1ms and 1s");
     }
-    if a.checkpoint_every == 0 {
-        p.push("audit.checkpointEvery", "must be at least 1");
+    if !(1..=1_000_000_000).contains(&a.checkpoint_every) {
+        p.push("audit.checkpointEvery", "must be between 1 and 1000000000");
     }
     a
 }
@@ -776,15 +892,22 @@ fn compile_limits(v: Option<Value>, p: &mut Problems) -> Limits {
         idle_timeout: raw.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),
         drain_timeout: raw.drain_timeout.map_or(Duration::from_secs(25), |d| d.0),
     };
-    if l.header_read_timeout.is_zero() {
-        p.push("limits.headerReadTimeout", "must be more than 0s");
-    }
-    if l.body_read_timeout.is_zero() {
-        p.push("limits.bodyReadTimeout", "must be more than 0s");
-    }
-    if l.idle_timeout.is_zero() {
-        p.push("limits.idleTimeout", "must be more than 0s");
-    }
+    duration_in(
+        p,
+        "limits.headerReadTimeout",
+        l.header_read_timeout,
+        MS,
+        HOUR,
+    );
+    duration_in(p, "limits.bodyReadTimeout", l.body_read_timeout, MS, HOUR);
+    duration_in(p, "limits.idleTimeout", l.idle_timeout, MS, DAY);
+    duration_in(
+        p,
+        "limits.drainTimeout",
+        l.drain_timeout,
+        Duration::ZERO,
+        HOUR,
+    );
     l
 }
 
@@ -806,9 +929,13 @@ fn compile_reload(v: Option<Value>, p: &mut Problems) -> ReloadSettings {
         watch: raw.watch.unwrap_or(true),
         interval: raw.interval.map_or(Duration::from_secs(2), |d| d.0),
     };
-    if r.interval < Duration::from_millis(100) {
-        p.push("reload.interval", "must be at least 100ms");
-    }
+    duration_in(
+        p,
+        "reload.interval",
+        r.interval,
+        Duration::from_millis(100),
+        HOUR,
+    );
     r
 }
 
@@ -972,12 +1099,14 @@ fn compile_upstreams(v: Option<Value>, p: &mut Problems) -> BTreeMap<String, Ups
                 {
                     p.push(join(&at, "serverName"), "not a DNS name or IP address");
                 }
+                let timeout = raw.timeout.map_or(Duration::from_secs(10), |d| d.0);
+                duration_in(p, &join(&at, "timeout"), timeout, MS, HOUR);
                 out.insert(
                     name.clone(),
                     Upstream {
                         name,
                         url: uri,
-                        timeout: raw.timeout.map_or(Duration::from_secs(10), |d| d.0),
+                        timeout,
                         ca_file: raw.ca_file.map(PathBuf::from),
                         client_cert,
                         server_name: raw.server_name,
@@ -1115,7 +1244,15 @@ fn compile_routes(
                 }
                 Some(RowSource::Query(q.to_string()))
             }
-            Some((None, Some(n))) => Some(RowSource::Fixed(n)),
+            Some((None, Some(n))) => {
+                if n > crate::policy::model::MAX_ROWS {
+                    p.push(
+                        join(&at, "rows.fixed"),
+                        format!("must be at most {}", crate::policy::model::MAX_ROWS),
+                    );
+                }
+                Some(RowSource::Fixed(n))
+            }
             Some(_) => {
                 p.push(
                     join(&at, "rows"),

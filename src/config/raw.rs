@@ -48,6 +48,15 @@ pub struct RawApiKey {
     pub from_env: Option<String>,
     pub sha256: Option<String>,
     pub tenant: Option<String>,
+    pub role: Option<String>,
+    pub agents: Option<Vec<String>>,
+}
+
+/// `api:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawApi {
+    pub policy_writes: Option<bool>,
 }
 
 /// `tokens:`.
@@ -59,6 +68,7 @@ pub struct RawTokens {
     pub clock_skew: Option<Dur>,
     pub cache_capacity: Option<u64>,
     pub max_concurrent_verifications: Option<u64>,
+    pub keys_dir: Option<String>,
 }
 
 /// `audit:`.
@@ -71,6 +81,7 @@ pub struct RawAudit {
     pub segment_max_bytes: Option<u64>,
     pub flush_interval: Option<Dur>,
     pub checkpoint_every: Option<u64>,
+    pub refusal_rate: Option<u64>,
 }
 
 /// `limits:`.
@@ -193,6 +204,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "dataDir",
     "tenant",
     "apiKeys",
+    "api",
     "agents",
     "tokens",
     "audit",

@@ -41,9 +41,15 @@ impl ContextFacts {
         let mut rows_key: Option<&str> = None;
         for key in ["rows", "limit"] {
             let Some(v) = context.get(key) else { continue };
-            let n = v.as_u64().ok_or_else(|| {
-                format!("context.{key} must be a whole number ≥ 0 (the rows the call will return)")
-            })?;
+            let n = v
+                .as_u64()
+                .filter(|n| *n <= crate::policy::model::MAX_ROWS)
+                .ok_or_else(|| {
+                    format!(
+                        "context.{key} must be a whole number from 0 to {} (the rows the call will return)",
+                        crate::policy::model::MAX_ROWS
+                    )
+                })?;
             if let (Some(prev), Some(first)) = (out.rows, rows_key)
                 && prev != n
             {

@@ -14,6 +14,10 @@ use crate::error::{Problems, join};
 
 /// Actions that `readOnly: true` lets through.
 pub const READ_CLASS_ACTIONS: &[&str] = &["read", "list", "query", "get", "search"];
+/// The largest `maxRows` (and row count) accepted: 2^53 − 1, the largest integer every JSON
+/// client reads exactly.
+pub const MAX_ROWS: u64 = (1 << 53) - 1;
+
 /// Names of the constraints actgate knows. Anything else is a validation error.
 pub const KNOWN_CONSTRAINTS: &[&str] = &["maxRows", "allowedDomains", "readOnly"];
 
@@ -40,6 +44,16 @@ pub enum PolicySource {
     Config,
     /// Created through the REST API.
     Api,
+}
+
+impl PolicySource {
+    /// `config` or `api`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicySource::Config => "config",
+            PolicySource::Api => "api",
+        }
+    }
 }
 
 /// A policy as submitted, before validation. Required fields are `Option` so that one pass
@@ -500,8 +514,11 @@ fn validate_constraints(
         let at = join(path, key);
         match key.as_str() {
             "maxRows" => match value.as_u64() {
-                Some(n) => c.max_rows = Some(n),
-                None => problems.push(at, "must be a whole number ≥ 0, e.g. 100"),
+                Some(n) if n <= MAX_ROWS => c.max_rows = Some(n),
+                _ => problems.push(
+                    at,
+                    format!("must be a whole number from 0 to {MAX_ROWS}, e.g. 100"),
+                ),
             },
             "allowedDomains" => {
                 let Some(list) = value.as_array() else {

@@ -111,7 +111,9 @@ impl Proxy {
         .await;
     }
 
-    /// Handles one request; never fails.
+    /// Handles one request; never fails. Every request leaves one audit event: the decision
+    /// record of the stages, or — for a refusal before any decision — a refusal record made
+    /// here (and for a request cancelled before either, one made when its log is dropped).
     pub async fn handle(
         &self,
         req: Request<Incoming>,
@@ -119,6 +121,7 @@ impl Proxy {
         identity: Option<Arc<ClientIdentity>>,
     ) -> Response<ProxyBody> {
         let request_id = sequential_id("req_");
+        let presented = PresentedToken::capture(req.headers());
         let mut log = RequestLog::new(&self.gw, &request_id, req.method().clone());
         let span = tracing::info_span!("request", request_id = %request_id);
         match self
@@ -133,9 +136,34 @@ impl Proxy {
             Err(e) => {
                 log.status = e.status();
                 log.reason = e.reason();
+                if !log.audited {
+                    self.audit_refusal(&e, &presented, &mut log).await;
+                }
                 e.into_response(&request_id)
             }
         }
+    }
+
+    /// The audit record of a refusal made before any decision: its reason, the route when one
+    /// matched, and the agent and tenant when the request carried a token whose signature
+    /// verifies (never an unverified claim). Counted as a denied decision.
+    async fn audit_refusal(
+        &self,
+        e: &ProxyError,
+        presented: &PresentedToken,
+        log: &mut RequestLog<'_>,
+    ) {
+        log.audited = true;
+        let claims = match &log.claims {
+            Some(c) => Some(Arc::clone(c)),
+            None => match presented.token() {
+                Some(t) => self.gw.authenticate(Some(t)).await.ok(),
+                None => None,
+            },
+        };
+        let message = presented.scrub(&e.message());
+        let event = log.refusal_event(e.reason(), message, claims.as_deref());
+        self.gw.audit.record_refusal(event, claims.is_some()).await;
     }
 
     async fn stages(
@@ -206,6 +234,7 @@ impl Proxy {
         // 4. decide: the token first, so a request without a valid one is refused before its
         // body is read.
         let claims = self.gw.authenticate(token.map(|t| t.0)).await;
+        log.claims = claims.as_ref().ok().map(Arc::clone);
         let claims = match claims {
             Ok(c) => sender_check(&snapshot, route.sender_constrained, identity, &c).map(|()| c),
             Err(r) => Err(r),
@@ -287,6 +316,7 @@ impl Proxy {
                 started,
             )
         });
+        log.audited = true;
         if let Some(event) = event
             && let Err(e) = self.gw.audit.record(event).await
         {
@@ -367,20 +397,61 @@ impl Proxy {
         let result =
             tokio::time::timeout(target.timeout, target.client.request(upstream_req)).await;
         let metric = &self.gw.metrics.upstream;
+        // The outcome record names its decision record and carries only what the decision did
+        // not know: the upstream's status (or why there is none) and the latency. Not awaited:
+        // the answer is already on its way.
+        let outcome_record = |status: Option<u16>, reason: &str| {
+            if self.gw.audit.durability() == crate::config::Durability::Off {
+                return;
+            }
+            let (time, time_ms) = now_stamp();
+            self.gw.audit.record_outcome(AuditEvent {
+                seq: 0,
+                kind: EventKind::Outcome,
+                id: sequential_id("aud_"),
+                decision_id: Some(decision_id.clone()),
+                time,
+                time_ms,
+                tenant_id: tenant.clone(),
+                source: Source::Proxy,
+                request_id: request_id.to_string(),
+                agent_id: None,
+                token_id: None,
+                action: String::new(),
+                resource: String::new(),
+                decision: String::new(),
+                reason: reason.to_string(),
+                policy_id: None,
+                message: String::new(),
+                enforced,
+                route: None,
+                method: None,
+                upstream_status: status,
+                latency_us: Some(started.elapsed().as_micros() as u64),
+                snapshot_version: outcome.snapshot_version,
+                count: None,
+            });
+        };
         let mut resp = match result {
             Err(_) => {
                 metric
                     .with_label_values(&[&route.upstream, "timeout"])
                     .inc();
-                return Err(ProxyError::GatewayTimeout);
+                let e = ProxyError::GatewayTimeout;
+                outcome_record(None, e.reason());
+                return Err(e);
             }
             Ok(Err(e)) => {
-                if let Some(too_large) = find_length_limit(&e, limits.max_body_bytes) {
-                    return Err(too_large);
-                }
-                metric.with_label_values(&[&route.upstream, "error"]).inc();
-                tracing::warn!(request_id, upstream = %route.upstream, error = %e, "upstream request failed");
-                return Err(ProxyError::BadGateway(e.to_string()));
+                let e = match find_length_limit(&e, limits.max_body_bytes) {
+                    Some(too_large) => too_large,
+                    None => {
+                        metric.with_label_values(&[&route.upstream, "error"]).inc();
+                        tracing::warn!(request_id, upstream = %route.upstream, error = %e, "upstream request failed");
+                        ProxyError::BadGateway(e.to_string())
+                    }
+                };
+                outcome_record(None, e.reason());
+                return Err(e);
             }
             Ok(Ok(r)) => r,
         };
@@ -389,38 +460,7 @@ impl Proxy {
             .with_label_values(&[&route.upstream, status_class(status)])
             .inc();
         forward::rewrite_response(resp.headers_mut(), request_id);
-
-        // The outcome record: not awaited, the response is already on its way. It names its
-        // decision record and carries only what the decision did not know.
-        if self.gw.audit.durability() != crate::config::Durability::Off {
-            let (time, time_ms) = now_stamp();
-            let outcome_event = AuditEvent {
-                seq: 0,
-                kind: EventKind::Outcome,
-                id: sequential_id("aud_"),
-                decision_id: Some(decision_id),
-                time,
-                time_ms,
-                tenant_id: tenant,
-                source: Source::Proxy,
-                request_id: request_id.to_string(),
-                agent_id: None,
-                token_id: None,
-                action: String::new(),
-                resource: String::new(),
-                decision: String::new(),
-                reason: String::new(),
-                policy_id: None,
-                message: String::new(),
-                enforced,
-                route: None,
-                method: None,
-                upstream_status: Some(status),
-                latency_us: Some(started.elapsed().as_micros() as u64),
-                snapshot_version: outcome.snapshot_version,
-            };
-            self.gw.audit.record_outcome(outcome_event);
-        }
+        outcome_record(Some(status), "");
 
         Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
     }
@@ -590,7 +630,63 @@ fn find_length_limit(e: &(dyn std::error::Error + 'static), limit: usize) -> Opt
     None
 }
 
-/// One request's metrics and access-log line, emitted exactly once, on drop.
+/// The token headers of a request, kept (cheap reference-counted copies) so a refusal made
+/// before the token stage can still name the agent whose token verified.
+pub struct PresentedToken {
+    authorization: Option<HeaderValue>,
+    act_token: Option<HeaderValue>,
+}
+
+impl PresentedToken {
+    /// Keeps the request's token headers.
+    pub fn capture(headers: &http::HeaderMap) -> PresentedToken {
+        PresentedToken {
+            authorization: headers.get(http::header::AUTHORIZATION).cloned(),
+            act_token: headers.get(extract::ACT_TOKEN).cloned(),
+        }
+    }
+
+    /// The presented token (`Authorization: Bearer`, else `X-Act-Token`), read loosely: it is
+    /// only used to name who made a refused request, and only if its signature verifies.
+    pub fn token(&self) -> Option<&str> {
+        let bearer = self
+            .authorization
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once([' ', '\t']))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        bearer
+            .or_else(|| {
+                self.act_token
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::trim)
+            })
+            .filter(|t| !t.is_empty())
+    }
+
+    /// `message` with any copy of the presented token replaced, at most 512 bytes: a refusal
+    /// record describes what was refused, never the credential.
+    pub fn scrub(&self, message: &str) -> String {
+        let mut out = match self.token() {
+            Some(t) if t.len() >= 8 => message.replace(t, "<token>"),
+            _ => message.to_string(),
+        };
+        if out.len() > 512 {
+            let mut cut = 509;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push_str("...");
+        }
+        out
+    }
+}
+
+/// One request's metrics and access-log line, emitted exactly once, on drop; and whether it
+/// has its audit event yet (a request cancelled before it had one gets a refusal record then).
 pub struct RequestLog<'g> {
     gw: &'g Gateway,
     started: Instant,
@@ -599,6 +695,10 @@ pub struct RequestLog<'g> {
     route: Option<String>,
     status: StatusCode,
     reason: &'static str,
+    /// The request has its audit event (a decision record, or a refusal record).
+    audited: bool,
+    /// The token's claims, once its signature verified.
+    claims: Option<Arc<Claims>>,
 }
 
 impl<'g> RequestLog<'g> {
@@ -613,12 +713,54 @@ impl<'g> RequestLog<'g> {
             // A request dropped before it was answered (client went away) stays 499.
             status: StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             reason: "cancelled",
+            audited: false,
+            claims: None,
         }
+    }
+
+    /// The refusal record of this request, counted as a denied decision.
+    fn refusal_event(
+        &self,
+        reason: &'static str,
+        message: String,
+        claims: Option<&Claims>,
+    ) -> AuditEvent {
+        let tenant = claims.map_or_else(|| self.gw.config().tenant.clone(), |c| c.tenant.clone());
+        let mut event = AuditEvent::refusal(
+            sequential_id("aud_"),
+            Source::Proxy,
+            &tenant,
+            &self.request_id,
+            reason,
+            message,
+        );
+        event.agent_id = claims.map(|c| c.agent.clone());
+        event.token_id = claims.map(|c| c.jti.clone());
+        event.route = self.route.clone();
+        event.method = Some(self.method.as_str().to_string());
+        event.latency_us = Some(self.started.elapsed().as_micros() as u64);
+        event.snapshot_version = self.gw.snapshot().version;
+        self.gw
+            .metrics
+            .decisions
+            .with_label_values(&["denied", reason, Source::Proxy.as_str()])
+            .inc();
+        event
     }
 }
 
 impl Drop for RequestLog<'_> {
     fn drop(&mut self) {
+        if !self.audited {
+            // Cancelled before any audit event (the client went away mid-request): nothing
+            // can be awaited here, so this record never waits for room in the queue.
+            let event = self.refusal_event(
+                "cancelled",
+                "the client closed the connection before the request was decided".into(),
+                self.claims.clone().as_deref(),
+            );
+            self.gw.audit.record_refusal_now(event);
+        }
         let m = &self.gw.metrics;
         m.in_flight.with_label_values(&["proxy"]).dec();
         let route = self.route.as_deref().unwrap_or("-");

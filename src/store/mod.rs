@@ -137,6 +137,8 @@ pub struct TokenRecord {
     pub expires_at: i64,
     /// Unix seconds, when revoked.
     pub revoked_at: Option<i64>,
+    /// The signing key's id (absent for tokens recorded before actgate kept it).
+    pub kid: Option<String>,
 }
 
 impl TokenRecord {
@@ -150,28 +152,141 @@ impl TokenRecord {
             issued_at: claims.issued_at,
             expires_at: claims.expires_at,
             revoked_at: None,
+            kid: Some(claims.kid.clone()),
+        }
+    }
+}
+
+/// What an API key may do. Each key has exactly one role; see [`Role::may`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, in its tenant.
+    Admin,
+    /// Issue and revoke tokens (optionally only for listed agents) and ask `/v1/enforce`:
+    /// what the tool-runner that mints an agent's tokens needs, and nothing that widens them.
+    Issuer,
+    /// `/v1/enforce` only.
+    Enforcer,
+    /// Read the audit trail, agents and policies.
+    Auditor,
+}
+
+/// A kind of API call, for role checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// `GET /v1/agents…`, `GET /v1/policies…`.
+    Read,
+    /// `GET /v1/audit`.
+    ReadAudit,
+    /// Create or revoke agents.
+    WriteAgents,
+    /// Create, change or delete policies.
+    WritePolicies,
+    /// Issue or revoke tokens.
+    Tokens,
+    /// `POST /v1/enforce`.
+    Enforce,
+    /// Create, list or delete API keys.
+    ManageKeys,
+}
+
+impl Permission {
+    /// What the call is, for error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Permission::Read => "read agents and policies",
+            Permission::ReadAudit => "read the audit trail",
+            Permission::WriteAgents => "create or revoke agents",
+            Permission::WritePolicies => "create, change or delete policies",
+            Permission::Tokens => "issue or revoke tokens",
+            Permission::Enforce => "ask for decisions",
+            Permission::ManageKeys => "manage API keys",
+        }
+    }
+
+    /// The least role that may do it (admin may do everything).
+    pub fn least_role(self) -> &'static str {
+        match self {
+            Permission::Read | Permission::ReadAudit => "auditor",
+            Permission::WriteAgents | Permission::WritePolicies | Permission::ManageKeys => "admin",
+            Permission::Tokens => "issuer",
+            Permission::Enforce => "enforcer (or issuer)",
+        }
+    }
+}
+
+impl Role {
+    /// `admin`, `issuer`, `enforcer` or `auditor`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Issuer => "issuer",
+            Role::Enforcer => "enforcer",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// Parses a role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "issuer" => Some(Role::Issuer),
+            "enforcer" => Some(Role::Enforcer),
+            "auditor" => Some(Role::Auditor),
+            _ => None,
+        }
+    }
+
+    /// Whether this role may make calls of kind `p` (an issuer's agent list is checked
+    /// separately, per agent).
+    pub fn may(self, p: Permission) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Issuer => matches!(p, Permission::Tokens | Permission::Enforce),
+            Role::Enforcer => matches!(p, Permission::Enforce),
+            Role::Auditor => matches!(p, Permission::Read | Permission::ReadAudit),
         }
     }
 }
 
 /// An API key, by hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ApiKeyRecord {
+    /// `key_…` for keys made through the API or generated; `config:<name>` for keys of the
+    /// config file.
+    pub id: String,
     /// SHA-256 of the key.
+    #[serde(skip)]
     pub hash: [u8; 32],
     /// The tenant it acts for.
+    #[serde(rename = "tenantId")]
     pub tenant: String,
     /// Name, for logs.
     pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// For an `issuer`: the only agents it may issue and revoke tokens for (absent: all of
+    /// its tenant's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<String>>,
+    /// RFC 3339 (empty for config keys).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub created_at: String,
+    /// `api` (made through the API, or generated at the first start) or `config`.
+    pub source: crate::policy::PolicySource,
 }
 
 /// Persistent state behind the gateway.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Adds an API key (idempotent on the hash).
+    /// Adds an API key; `Conflict` when its hash is taken.
     async fn put_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
-    /// Every API key.
+    /// Every stored API key.
     async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Deletes an API key of a tenant; `None` when it does not exist there.
+    async fn delete_api_key(&self, tenant: &str, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
 
     /// Registers an agent; `Conflict` when the id is taken.
     async fn insert_agent(&self, agent: &Agent) -> StoreResult<()>;
@@ -214,6 +329,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<TokenRecord>>;
     /// Ids of revoked tokens that have not expired by `now` (older ones cannot verify anyway).
     async fn revoked_token_ids(&self, now: i64) -> StoreResult<Vec<String>>;
+    /// One token's record.
+    async fn token(&self, tenant: &str, id: &str) -> StoreResult<Option<TokenRecord>>;
+    /// Tokens neither expired by `now` nor revoked, counted by signing key id.
+    async fn live_tokens_by_kid(&self, now: i64) -> StoreResult<Vec<(String, u64)>>;
 
     /// Appends audit events to the queryable index, in one transaction.
     async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()>;

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Agent, AgentStatus, ApiKeyRecord, Store, StoreError, StoreResult, StoredPolicy, TokenRecord,
+    Agent, AgentStatus, ApiKeyRecord, Role, Store, StoreError, StoreResult, StoredPolicy,
+    TokenRecord,
 };
 use crate::audit::{AuditEvent, AuditFilter, EventKind};
 
@@ -95,6 +96,25 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE policies;
     ALTER TABLE policies_v2 RENAME TO policies;
     "#,
+    // 3: API keys get an id, a role (keys made before roles existed were all-powerful, so
+    // they become admin) and an optional agent list; tokens record their signing key.
+    r#"
+    CREATE TABLE api_keys_v2 (
+        id TEXT PRIMARY KEY,
+        hash BLOB NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        agents TEXT,
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO api_keys_v2 (id, hash, tenant, name, role, agents, created_at)
+        SELECT 'key_' || lower(hex(randomblob(12))), hash, tenant, name, 'admin', NULL, '' FROM api_keys;
+    DROP TABLE api_keys;
+    ALTER TABLE api_keys_v2 RENAME TO api_keys;
+    ALTER TABLE tokens ADD COLUMN kid TEXT;
+    CREATE INDEX tokens_live ON tokens(expires_at) WHERE revoked_at IS NULL;
+    "#,
 ];
 
 /// Migrations of the audit index database (`audit-index.db`). It is a secondary copy of the
@@ -120,6 +140,42 @@ const AUDIT_MIGRATIONS: &[&str] = &[
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     "#,
 ];
+
+/// The audit index database of a data directory.
+pub fn audit_index_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("audit-index.db")
+}
+
+/// The highest audit seq the index of `dir` records, read without writing (safe while a
+/// gateway runs); `None` when there is no index yet.
+pub fn audit_index_head(dir: &Path) -> StoreResult<Option<u64>> {
+    let path = audit_index_path(dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(backend)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(backend)?;
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('meta', 'audit')",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n == 2)
+        .map_err(backend)?;
+    if !has_meta {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'audit_last_seq'), 0), COALESCE((SELECT MAX(seq) FROM audit), 0))",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| Some(n as u64))
+    .map_err(backend)
+}
 
 /// Decision ids remembered for folding later outcome records into their decision's row.
 const RECENT_DECISIONS: usize = 200_000;
@@ -155,7 +211,7 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(backend)?;
         let conn = Connection::open(dir.join("actgate.db")).map_err(backend)?;
-        let audit = Connection::open(dir.join("audit-index.db")).map_err(backend)?;
+        let audit = Connection::open(audit_index_path(dir)).map_err(backend)?;
         Self::init(conn, audit)
     }
 
@@ -280,6 +336,8 @@ fn to_policy(row: (String, String, String, String)) -> StoreResult<StoredPolicy>
     })
 }
 
+const TOKEN_COLS: &str = "id, tenant, agent_id, policy_ids, issued_at, expires_at, revoked_at, kid";
+
 fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     let pol: Option<String> = r.get(3)?;
     Ok(TokenRecord {
@@ -290,6 +348,51 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         issued_at: r.get(4)?,
         expires_at: r.get(5)?,
         revoked_at: r.get(6)?,
+        kid: r.get(7)?,
+    })
+}
+
+const KEY_COLS: &str = "id, hash, tenant, name, role, agents, created_at";
+
+/// An `api_keys` row: id, hash, tenant, name, role, agents (JSON), created_at.
+type KeyRow = (
+    String,
+    Vec<u8>,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+);
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn to_key(row: KeyRow) -> StoreResult<ApiKeyRecord> {
+    let (id, hash, tenant, name, role, agents, created_at) = row;
+    Ok(ApiKeyRecord {
+        hash: hash
+            .try_into()
+            .map_err(|_| backend("api key hash is not 32 bytes"))?,
+        role: Role::parse(&role).ok_or_else(|| backend(format!("api key {id}: role {role:?}")))?,
+        agents: agents
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .map_err(|e| backend(format!("api key {id}: agents: {e}")))?,
+        id,
+        tenant,
+        name,
+        created_at,
+        source: crate::policy::PolicySource::Api,
     })
 }
 
@@ -298,9 +401,23 @@ impl Store for SqliteStore {
     async fn put_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
         let key = key.clone();
         self.with(move |c| {
+            let agents = key
+                .agents
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(backend)?;
             c.execute(
-                "INSERT OR IGNORE INTO api_keys (hash, tenant, name) VALUES (?1, ?2, ?3)",
-                params![&key.hash[..], key.tenant, key.name],
+                &format!("INSERT INTO api_keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![
+                    key.id,
+                    &key.hash[..],
+                    key.tenant,
+                    key.name,
+                    key.role.as_str(),
+                    agents,
+                    key.created_at
+                ],
             )
             .map_err(map_err)?;
             Ok(())
@@ -309,27 +426,45 @@ impl Store for SqliteStore {
     }
 
     async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
-        self.with(|c| {
-            let mut st = c
-                .prepare("SELECT hash, tenant, name FROM api_keys")
-                .map_err(backend)?;
-            let rows = st
-                .query_map([], |r| {
-                    let hash: Vec<u8> = r.get(0)?;
-                    Ok((hash, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-                })
-                .map_err(backend)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (hash, tenant, name) = row.map_err(backend)?;
-                let hash: [u8; 32] = hash
-                    .try_into()
-                    .map_err(|_| backend("api key hash is not 32 bytes"))?;
-                out.push(ApiKeyRecord { hash, tenant, name });
-            }
-            Ok(out)
-        })
-        .await
+        let rows = self
+            .with(|c| {
+                let mut st = c
+                    .prepare(&format!(
+                        "SELECT {KEY_COLS} FROM api_keys ORDER BY created_at, id"
+                    ))
+                    .map_err(backend)?;
+                let rows = st.query_map([], key_row).map_err(backend)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+            })
+            .await?;
+        rows.into_iter().map(to_key).collect()
+    }
+
+    async fn delete_api_key(&self, tenant: &str, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        let row = self
+            .with(move |c| {
+                let tx = c.transaction().map_err(backend)?;
+                let row = tx
+                    .query_row(
+                        &format!("SELECT {KEY_COLS} FROM api_keys WHERE tenant = ?1 AND id = ?2"),
+                        params![tenant, id],
+                        key_row,
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                if row.is_some() {
+                    tx.execute(
+                        "DELETE FROM api_keys WHERE tenant = ?1 AND id = ?2",
+                        params![tenant, id],
+                    )
+                    .map_err(backend)?;
+                }
+                tx.commit().map_err(backend)?;
+                Ok(row)
+            })
+            .await?;
+        row.map(to_key).transpose()
     }
 
     async fn insert_agent(&self, agent: &Agent) -> StoreResult<()> {
@@ -520,8 +655,19 @@ impl Store for SqliteStore {
                 .as_ref()
                 .map(|p| serde_json::to_string(p).unwrap_or_default());
             c.execute(
-                "INSERT INTO tokens (id, tenant, agent_id, policy_ids, issued_at, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![t.id, t.tenant, t.agent_id, pol, t.issued_at, t.expires_at, t.revoked_at],
+                &format!(
+                    "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
+                params![
+                    t.id,
+                    t.tenant,
+                    t.agent_id,
+                    pol,
+                    t.issued_at,
+                    t.expires_at,
+                    t.revoked_at,
+                    t.kid
+                ],
             )
             .map_err(map_err)?;
             Ok(())
@@ -543,12 +689,41 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             c.query_row(
-                "SELECT id, tenant, agent_id, policy_ids, issued_at, expires_at, revoked_at FROM tokens WHERE tenant = ?1 AND id = ?2",
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE tenant = ?1 AND id = ?2"),
                 params![tenant, id],
                 token_row,
             )
             .optional()
             .map_err(backend)
+        })
+        .await
+    }
+
+    async fn token(&self, tenant: &str, id: &str) -> StoreResult<Option<TokenRecord>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE tenant = ?1 AND id = ?2"),
+                params![tenant, id],
+                token_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn live_tokens_by_kid(&self, now: i64) -> StoreResult<Vec<(String, u64)>> {
+        self.with(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT kid, COUNT(*) FROM tokens WHERE revoked_at IS NULL AND expires_at >= ?1 AND kid IS NOT NULL GROUP BY kid",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![now], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
         })
         .await
     }

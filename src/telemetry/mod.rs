@@ -72,6 +72,10 @@ pub struct Metrics {
     pub audit_index_failures: IntCounter,
     /// `actgate_audit_torn_repairs_total`: torn last records cut off at start.
     pub audit_torn_repairs: IntCounter,
+    /// `actgate_audit_refusals_aggregated_total`: unauthenticated refusals counted into a
+    /// summary record instead of recorded one by one (over `audit.refusalRate`, or a full
+    /// queue).
+    pub audit_refusals_aggregated: IntCounter,
     /// `actgate_tls_reloads_total{listener, result}`: certificate reloads.
     pub tls_reloads: IntCounterVec,
     /// `actgate_agent_decisions_total{agent, decision}`, only with `metrics.perAgentLabels`.
@@ -278,6 +282,10 @@ impl Metrics {
             "actgate_audit_index_failures_total",
             "Audit index writes that failed; the log has the records and the index catches up at the next start.",
         );
+        let audit_refusals_aggregated = plain_counter(
+            "actgate_audit_refusals_aggregated_total",
+            "Unauthenticated refusals counted into a per-second summary audit record instead of one record each.",
+        );
         let audit_torn_repairs = plain_counter(
             "actgate_audit_torn_repairs_total",
             "Torn last audit records (from a crash mid-write) cut off at start.",
@@ -297,11 +305,17 @@ impl Metrics {
             } else {
                 "denied"
             };
-            for source in ["proxy", "enforce"] {
+            for source in ["proxy", "enforce", "mcp"] {
                 decisions.with_label_values(&[decision, reason.as_str(), source]);
             }
             if reason.is_token_problem() {
                 token_rejections.with_label_values(&[reason.as_str()]);
+            }
+        }
+        // Refusals before a decision count as denials too, with their own reasons.
+        for reason in crate::audit::REFUSAL_REASONS {
+            for source in ["proxy", "mcp"] {
+                decisions.with_label_values(&["denied", reason, source]);
             }
         }
         for result in ["ok", "error"] {
@@ -334,6 +348,7 @@ impl Metrics {
             audit_queue_depth,
             audit_index_failures,
             audit_torn_repairs,
+            audit_refusals_aggregated,
             tls_reloads,
             agent_decisions: None,
         }
@@ -365,6 +380,10 @@ impl Metrics {
         let audit = &gw.audit.stats;
         advance(&self.audit_written, audit.written.load(Ordering::Relaxed));
         advance(&self.audit_failures, audit.failures.load(Ordering::Relaxed));
+        advance(
+            &self.audit_refusals_aggregated,
+            audit.aggregated.load(Ordering::Relaxed),
+        );
         self.audit_queue_depth.set(gw.audit.queue_depth() as i64);
     }
 

@@ -27,7 +27,8 @@ pub struct CacheStats {
 
 /// A bounded map of verified tokens.
 pub struct TokenCache {
-    map: DashMap<Box<str>, Arc<Claims>, ahash::RandomState>,
+    /// token → (claims, the key set generation it was verified under).
+    map: DashMap<Box<str>, (Arc<Claims>, u64), ahash::RandomState>,
     capacity: usize,
     /// Hit, miss and eviction counts.
     pub stats: CacheStats,
@@ -46,14 +47,15 @@ impl TokenCache {
         }
     }
 
-    /// The claims of `token` if it is cached and not past `exp` + `skew_secs` at `now`.
+    /// The claims of `token` and the key set generation they were verified under, if it is
+    /// cached and not past `exp` + `skew_secs` at `now`.
     #[inline]
-    pub fn get(&self, token: &str, now: i64, skew_secs: i64) -> Option<Arc<Claims>> {
-        let found = self.map.get(token).map(|e| Arc::clone(e.value()));
+    pub fn get(&self, token: &str, now: i64, skew_secs: i64) -> Option<(Arc<Claims>, u64)> {
+        let found = self.map.get(token).map(|e| (Arc::clone(&e.0), e.1));
         match found {
-            Some(claims) if claims.expires_at + skew_secs >= now => {
+            Some((claims, generation)) if claims.expires_at + skew_secs >= now => {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                Some(claims)
+                Some((claims, generation))
             }
             Some(_) => {
                 self.map.remove(token);
@@ -68,15 +70,22 @@ impl TokenCache {
         }
     }
 
-    /// Remembers a verified token.
-    pub fn insert(&self, token: &str, claims: Arc<Claims>, now: i64) {
+    /// Remembers a token verified under key set `generation`.
+    pub fn insert(&self, token: &str, claims: Arc<Claims>, generation: u64, now: i64) {
         if self.capacity == 0 {
             return;
         }
         if self.map.len() >= self.capacity {
             self.make_room(now);
         }
-        self.map.insert(token.into(), claims);
+        self.map.insert(token.into(), (claims, generation));
+    }
+
+    /// Forgets every token (after a key set change).
+    pub fn clear(&self) {
+        let n = self.map.len() as u64;
+        self.map.clear();
+        self.stats.evictions.fetch_add(n, Ordering::Relaxed);
     }
 
     fn make_room(&self, now: i64) {
@@ -84,7 +93,7 @@ impl TokenCache {
         let mut victims: Vec<Box<str>> = Vec::with_capacity(target);
         // Expired entries first, from a bounded scan; then whatever comes first.
         for e in self.map.iter().take(target * 8) {
-            if e.value().expires_at < now {
+            if e.value().0.expires_at < now {
                 victims.push(e.key().clone());
                 if victims.len() >= target {
                     break;
@@ -132,6 +141,7 @@ mod tests {
             not_before: 0,
             expires_at: exp,
             policy_ids: None,
+            kid: "k1".into(),
         })
     }
 
@@ -139,7 +149,7 @@ mod tests {
     fn stays_bounded_under_a_flood_of_distinct_tokens() {
         let cache = TokenCache::new(1000);
         for i in 0..100_000 {
-            cache.insert(&format!("v4.public.token-{i}"), claims(10_000), 0);
+            cache.insert(&format!("v4.public.token-{i}"), claims(10_000), 0, 0);
             assert!(cache.len() <= 1000);
         }
         assert!(cache.stats.evictions.load(Ordering::Relaxed) >= 99_000);
@@ -148,7 +158,7 @@ mod tests {
     #[test]
     fn expired_entries_are_not_served() {
         let cache = TokenCache::new(10);
-        cache.insert("a", claims(100), 0);
+        cache.insert("a", claims(100), 0, 0);
         assert!(cache.get("a", 100, 0).is_some());
         assert!(cache.get("a", 129, 30).is_some());
         assert!(cache.get("a", 131, 30).is_none());
@@ -158,7 +168,7 @@ mod tests {
     #[test]
     fn zero_capacity_disables_the_cache() {
         let cache = TokenCache::new(0);
-        cache.insert("a", claims(100), 0);
+        cache.insert("a", claims(100), 0, 0);
         assert!(cache.get("a", 0, 0).is_none());
     }
 }

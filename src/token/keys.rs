@@ -1,10 +1,18 @@
 //! The Ed25519 key set: one active signing key and every verification key still trusted.
 //!
-//! Keys live in `<dataDir>/keys/` (directory 0700): `<kid>.key` holds a secret key (0600),
-//! `<kid>.pub` its public key, `active` the kid that signs. Rotation adds a key and makes it
-//! active; older public keys stay, so tokens they signed keep verifying until they expire.
-//! Files are written to a temporary name, fsync'd and renamed, so a crash never leaves half a
-//! key. A key id is `k` + the first 16 hex digits of the SHA-256 of the public key.
+//! Keys live in `tokens.keysDir` (default `<dataDir>/keys/`, directory 0700): `<kid>.key`
+//! holds a secret key (0600), `<kid>.pub` its public key, `<kid>.created` when it was made,
+//! `active` the kid that signs. Each key is in one of three states:
+//!
+//! - `active` — named by `active`: signs new tokens (and audit checkpoints), verifies;
+//! - `verify-only` — an older key: tokens it signed keep verifying until they expire;
+//! - `retired` — `<kid>.retired` exists: tokens it signed are refused from the moment a
+//!   gateway loads the change (within seconds), and its secret half is deleted. Its public
+//!   half stays, so audit checkpoints it signed while trusted can still be checked.
+//!
+//! Rotation adds a key and makes it active. Files are written to a temporary name, fsync'd
+//! and renamed, so a crash never leaves half a key. A key id is `k` + the first 16 hex digits
+//! of the SHA-256 of the public key.
 
 use std::fs;
 use std::io::{self, Write};
@@ -31,6 +39,42 @@ impl SigningKey {
     pub fn secret_bytes(&self) -> &[u8] {
         self.secret.as_bytes()
     }
+}
+
+/// The state of one key (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Signs new tokens.
+    Active,
+    /// Verifies tokens it signed earlier.
+    VerifyOnly,
+    /// Trusted for nothing.
+    Retired,
+}
+
+impl KeyState {
+    /// `active`, `verify-only` or `retired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::VerifyOnly => "verify-only",
+            KeyState::Retired => "retired",
+        }
+    }
+}
+
+/// What `actgate keys list` shows of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Its id.
+    pub kid: String,
+    /// Its state.
+    pub state: KeyState,
+    /// When it was made (Unix seconds), from `<kid>.created` or else the public key file's
+    /// modification time.
+    pub created: Option<i64>,
+    /// When it was retired (Unix seconds).
+    pub retired: Option<i64>,
 }
 
 /// Every trusted key.
@@ -65,6 +109,30 @@ pub enum KeyError {
     Corrupt {
         /// The file.
         path: PathBuf,
+    },
+    /// The `active` file names a retired key.
+    #[error(
+        "{dir}/active names key {kid}, which is retired; run `actgate keys rotate` to make a new active key"
+    )]
+    RetiredActive {
+        /// The key directory.
+        dir: PathBuf,
+        /// The kid.
+        kid: String,
+    },
+    /// No such key.
+    #[error("no key {kid} in {dir}; `actgate keys list` shows the keys")]
+    UnknownKey {
+        /// The key directory.
+        dir: PathBuf,
+        /// The kid.
+        kid: String,
+    },
+    /// The active key cannot be retired.
+    #[error("{kid} is the active signing key: run `actgate keys rotate` first, then retire {kid}")]
+    RetireActive {
+        /// The kid.
+        kid: String,
     },
     /// The `active` file names a key that is not there.
     #[error("{dir}/active names key {kid}, but {kid}.key is missing")]
@@ -126,14 +194,16 @@ impl KeySet {
             .trim()
             .to_string();
         let mut verifying = AHashMap::new();
-        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-            let path = entry.map_err(io_err(dir))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("pub") {
-                continue;
+        for (kid, public) in read_publics(dir)? {
+            if !dir.join(format!("{kid}.retired")).exists() {
+                verifying.insert(kid, public);
             }
-            let public = read_hex(&path, 32)
-                .and_then(|b| AsymmetricPublicKey::<V4>::from(&b).map_err(|_| corrupt(&path)))?;
-            verifying.insert(key_id(&public), public);
+        }
+        if dir.join(format!("{kid}.retired")).exists() {
+            return Err(KeyError::RetiredActive {
+                dir: dir.to_path_buf(),
+                kid,
+            });
         }
         let secret_path = dir.join(format!("{kid}.key"));
         if !secret_path.exists() {
@@ -178,8 +248,85 @@ impl KeySet {
             hex::encode(pair.public.as_bytes()).as_bytes(),
             0o644,
         )?;
+        write_atomic(
+            &dir.join(format!("{kid}.created")),
+            super::rfc3339(super::now_unix()).as_bytes(),
+            0o644,
+        )?;
         write_atomic(&dir.join("active"), kid.as_bytes(), 0o644)?;
         Ok(kid)
+    }
+
+    /// Retires `kid`: tokens it signed are refused from the next key reload, and its secret
+    /// half is deleted. The active key cannot be retired (rotate first); retiring a retired
+    /// key again changes nothing.
+    pub fn retire(dir: &Path, kid: &str) -> Result<(), KeyError> {
+        let known = read_publics(dir)?.into_iter().any(|(k, _)| k == kid);
+        if !known {
+            return Err(KeyError::UnknownKey {
+                dir: dir.to_path_buf(),
+                kid: kid.to_string(),
+            });
+        }
+        let active_path = dir.join("active");
+        let active = fs::read_to_string(&active_path).map_err(io_err(&active_path))?;
+        if active.trim() == kid {
+            return Err(KeyError::RetireActive {
+                kid: kid.to_string(),
+            });
+        }
+        let marker = dir.join(format!("{kid}.retired"));
+        if !marker.exists() {
+            write_atomic(&marker, super::rfc3339(super::now_unix()).as_bytes(), 0o644)?;
+        }
+        let secret = dir.join(format!("{kid}.key"));
+        match fs::remove_file(&secret) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&secret)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every key of a key directory with its state, newest first.
+    pub fn list(dir: &Path) -> Result<Vec<KeyInfo>, KeyError> {
+        let active_path = dir.join("active");
+        let active = fs::read_to_string(&active_path)
+            .map_err(io_err(&active_path))?
+            .trim()
+            .to_string();
+        let mut out = Vec::new();
+        for (kid, _) in read_publics(dir)? {
+            let stamp = |ext: &str| {
+                fs::read_to_string(dir.join(format!("{kid}.{ext}")))
+                    .ok()
+                    .and_then(|t| humantime::parse_rfc3339(t.trim()).ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64)
+            };
+            let retired = stamp("retired")
+                .or_else(|| dir.join(format!("{kid}.retired")).exists().then_some(0));
+            let created = stamp("created").or_else(|| {
+                fs::metadata(dir.join(format!("{kid}.pub")))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64)
+            });
+            let state = if retired.is_some() {
+                KeyState::Retired
+            } else if kid == active {
+                KeyState::Active
+            } else {
+                KeyState::VerifyOnly
+            };
+            out.push(KeyInfo {
+                kid,
+                state,
+                created,
+                retired,
+            });
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.kid.cmp(&b.kid)));
+        Ok(out)
     }
 
     /// The public key for `kid`, if it is trusted.
@@ -193,19 +340,43 @@ impl KeySet {
     }
 }
 
-/// Every public key in a key directory, by kid (for verifying checkpoints without the secret
-/// keys).
-pub fn public_keys(dir: &Path) -> Result<AHashMap<String, Vec<u8>>, KeyError> {
-    let mut out = AHashMap::new();
+/// Every public key of a key directory, retired ones included, by kid.
+fn read_publics(dir: &Path) -> Result<Vec<(String, AsymmetricPublicKey<V4>)>, KeyError> {
+    let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let path = entry.map_err(io_err(dir))?.path();
         if path.extension().and_then(|e| e.to_str()) == Some("pub") {
             let bytes = read_hex(&path, 32)?;
             let public = AsymmetricPublicKey::<V4>::from(&bytes).map_err(|_| corrupt(&path))?;
-            out.insert(key_id(&public), bytes);
+            out.push((key_id(&public), public));
         }
     }
     Ok(out)
+}
+
+/// Every public key in a key directory, retired ones included, by kid: audit checkpoints are
+/// checked against the key that signed them, which may have been retired since.
+pub fn public_keys(dir: &Path) -> Result<AHashMap<String, Vec<u8>>, KeyError> {
+    Ok(read_publics(dir)?
+        .into_iter()
+        .map(|(kid, public)| (kid, public.as_bytes().to_vec()))
+        .collect())
+}
+
+/// A cheap fingerprint of a key directory (names, sizes, modification times): when it
+/// changes, the key set is reloaded.
+pub fn fingerprint(dir: &Path) -> io::Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        entries.push((entry.file_name(), meta.len(), meta.modified().ok()));
+    }
+    entries.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    entries.hash(&mut h);
+    Ok(h.finish())
 }
 
 fn corrupt(path: &Path) -> KeyError {
@@ -224,9 +395,16 @@ fn read_hex(path: &Path, len: usize) -> Result<Vec<u8>, KeyError> {
 }
 
 /// Creates `dir` (and parents) with mode 0700 if absent.
+/// Every directory it creates (parents included) is 0700: none of them is anyone else's
+/// business.
 pub fn create_dir_private(dir: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
     }
     Ok(())

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod keys;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -46,6 +47,8 @@ pub struct Claims {
     pub expires_at: i64,
     /// Policies the token is narrowed to.
     pub policy_ids: Option<Vec<String>>,
+    /// The id of the key that signed it.
+    pub kid: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -112,6 +115,7 @@ fn verify(keys: &KeySet, token: &str) -> Result<Claims, Reason> {
         serde_json::from_str(trusted.payload()).map_err(|_| Reason::TokenInvalid)?;
     let time = |s: &str| parse_time(s).ok_or(Reason::TokenInvalid);
     Ok(Claims {
+        kid: footer.kid,
         issued_at: time(&wire.iat)?,
         not_before: time(&wire.nbf)?,
         expires_at: time(&wire.exp)?,
@@ -136,6 +140,9 @@ pub enum IssueError {
 /// Signs and verifies tokens, with a bounded cache in front of verification.
 pub struct Tokens {
     keys: ArcSwap<KeySet>,
+    /// Bumped after every key set change; a cached token verified before it is checked
+    /// against the new key set once more (its key may have been retired).
+    generation: AtomicU64,
     /// Verified tokens.
     pub cache: TokenCache,
     skew_secs: i64,
@@ -152,15 +159,25 @@ impl Tokens {
     ) -> Tokens {
         Tokens {
             keys: ArcSwap::from_pointee(keys),
+            generation: AtomicU64::new(0),
             cache: TokenCache::new(cache_capacity),
             skew_secs: clock_skew.as_secs() as i64,
             verifications: Semaphore::new(max_concurrent.max(1)),
         }
     }
 
-    /// Replaces the key set (after `actgate keys rotate`).
+    /// Replaces the key set (after `actgate keys rotate` or `retire`). Cached tokens are
+    /// dropped; one cached by a verification racing this change is re-checked on its next
+    /// use (see [`Tokens::authenticate`]).
     pub fn set_keys(&self, keys: KeySet) {
         self.keys.store(Arc::new(keys));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.clear();
+    }
+
+    /// Whether the key `kid` still verifies tokens.
+    fn trusted(&self, kid: &str) -> bool {
+        self.keys.load().verifying_key(kid).is_some()
     }
 
     /// The current key set.
@@ -185,6 +202,7 @@ impl Tokens {
         let keys = self.keys.load();
         let key = keys.signing.as_ref().ok_or(IssueError::NoSigningKey)?;
         let claims = Claims {
+            kid: key.kid.clone(),
             jti: crate::ids::new_id("tok_"),
             agent: agent.to_string(),
             tenant: tenant.to_string(),
@@ -224,8 +242,12 @@ impl Tokens {
     /// threads of CPU and never occupies the threads that serve cached tokens.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Claims>, Reason> {
         let now = now_unix();
-        if let Some(claims) = self.cache.get(token, now, self.skew_secs) {
-            return Ok(claims);
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((claims, cached_at)) = self.cache.get(token, now, self.skew_secs) {
+            if cached_at == generation || self.trusted(&claims.kid) {
+                return Ok(claims);
+            }
+            return Err(Reason::TokenInvalid);
         }
         // Cheap refusals need no thread.
         precheck(token)?;
@@ -242,7 +264,8 @@ impl Tokens {
         let claims = Arc::new(claims);
         // An expired token is not worth a slot; the decision will say it expired.
         if claims.expires_at + self.skew_secs >= now {
-            self.cache.insert(token, Arc::clone(&claims), now);
+            self.cache
+                .insert(token, Arc::clone(&claims), generation, now);
         }
         Ok(claims)
     }
@@ -251,12 +274,17 @@ impl Tokens {
     /// benchmarks and CLI tools.
     pub fn authenticate_blocking(&self, token: &str) -> Result<Arc<Claims>, Reason> {
         let now = now_unix();
-        if let Some(claims) = self.cache.get(token, now, self.skew_secs) {
-            return Ok(claims);
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((claims, cached_at)) = self.cache.get(token, now, self.skew_secs) {
+            if cached_at == generation || self.trusted(&claims.kid) {
+                return Ok(claims);
+            }
+            return Err(Reason::TokenInvalid);
         }
         let claims = Arc::new(self.verify_uncached(token)?);
         if claims.expires_at + self.skew_secs >= now {
-            self.cache.insert(token, Arc::clone(&claims), now);
+            self.cache
+                .insert(token, Arc::clone(&claims), generation, now);
         }
         Ok(claims)
     }
