@@ -540,7 +540,12 @@ async fn serve(config: Config) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "actgate cannot start");
             eprintln!("error: {e}");
-            return ExitCode::from(1);
+            // A weak key is a config error (2); anything else kept it from starting (1).
+            let code = match e {
+                actgate::gateway::StartError::WeakKey(_) => 2,
+                _ => 1,
+            };
+            return ExitCode::from(code);
         }
     };
     tracing::info!(config = %origin, "ready; SIGHUP reloads the config, Ctrl-C or SIGTERM stops");
