@@ -112,9 +112,11 @@ pub async fn run(data_dir: PathBuf, keep_running: bool) -> Result<(), String> {
     config.api_keys.clear();
     for (name, addr) in [("crm", crm), ("email", email)] {
         if let Some(u) = config.upstreams.get_mut(name) {
-            u.url = format!("http://{addr}")
-                .parse()
-                .map_err(|_| "demo upstream url")?;
+            u.target = crate::config::UpstreamTarget::Http(
+                format!("http://{addr}")
+                    .parse()
+                    .map_err(|_| "demo upstream url")?,
+            );
         }
     }
     let running = crate::server::start(config)

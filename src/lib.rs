@@ -56,6 +56,7 @@ pub mod gateway;
 pub mod ids;
 pub mod json;
 pub mod listener;
+pub mod mcp;
 pub mod policy;
 pub mod proxy;
 pub mod server;

@@ -4,7 +4,10 @@
 //! problem is reported with its path (`routes[2].resource: unknown placeholder {cid}`), all
 //! at once; nothing is silently ignored.
 
+mod mcp;
 mod raw;
+
+pub use mcp::is_tool_name;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -163,6 +166,9 @@ pub struct AuditSettings {
     /// Unauthenticated refusals recorded one by one per second; beyond it they are counted
     /// into one summary record per reason each second.
     pub refusal_rate: u64,
+    /// Store MCP tool-call arguments in audit records (default: only their SHA-256; they may
+    /// hold personal data).
+    pub mcp_arguments: bool,
 }
 
 /// Request limits of the proxy and API listeners.
@@ -201,13 +207,33 @@ pub struct MetricsSettings {
     pub max_agent_labels: usize,
 }
 
+/// A local MCP server actgate runs as a child process and speaks to over stdio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdioCommand {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// Environment variables set for it (on top of a minimal `PATH`, `HOME`, `LANG`).
+    pub env: BTreeMap<String, String>,
+}
+
+/// Where an upstream is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTarget {
+    /// An HTTP(S) server: scheme and authority, and for MCP upstreams a path (the MCP
+    /// endpoint, e.g. `/mcp`). Routes forward the request's own path, so their upstreams have
+    /// none.
+    Http(Uri),
+    /// A child process speaking MCP over stdio (MCP entries only).
+    Stdio(StdioCommand),
+}
+
 /// One upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// Name.
     pub name: String,
-    /// Base URL: scheme and authority (any path is `/`).
-    pub url: Uri,
+    /// Where it is.
+    pub target: UpstreamTarget,
     /// Time allowed for the upstream's response head.
     pub timeout: Duration,
     /// CA bundle the upstream's certificate must chain to (https; default: Mozilla roots).
@@ -312,6 +338,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     /// Routes, matched.
     pub routes: Arc<RouteTable>,
+    /// MCP endpoints.
+    pub mcp: Arc<crate::mcp::endpoint::McpTable>,
     /// Policies as code.
     pub policies: Vec<Policy>,
 }
@@ -412,8 +440,9 @@ impl Config {
         let metrics = compile_metrics(take("metrics"), &mut p);
         let tls = compile_tls(take("tls"), &mut p);
         let reload = compile_reload(take("reload"), &mut p);
-        let upstreams = compile_upstreams(take("upstreams"), &mut p);
-        let routes = compile_routes(take("routes"), &upstreams, &mut p);
+        let (upstreams, declared) = compile_upstreams(take("upstreams"), &mut p);
+        let routes = compile_routes(take("routes"), &upstreams, &declared, &mut p);
+        let mcp = mcp::compile(take("mcp"), &upstreams, &declared, &routes, &mut p);
         // Agent ids are unique within a tenant only: with several tenants, a certificate
         // naming just the agent could be one another tenant's agent of the same id holds.
         let mut tenants: Vec<&str> = api_keys.iter().map(|k| k.tenant.as_str()).collect();
@@ -465,6 +494,7 @@ impl Config {
             reload,
             upstreams,
             routes: Arc::new(routes),
+            mcp: Arc::new(mcp),
             policies,
         })
     }
@@ -830,6 +860,7 @@ fn compile_audit(v: Option<Value>, p: &mut Problems) -> AuditSettings {
         flush_interval: raw.flush_interval.map_or(Duration::from_millis(5), |d| d.0),
         checkpoint_every: raw.checkpoint_every.unwrap_or(10_000),
         refusal_rate: raw.refusal_rate.unwrap_or(1000),
+        mcp_arguments: raw.mcp_arguments.unwrap_or(false),
     };
     if a.refusal_rate > 1_000_000 {
         p.push("audit.refusalRate", "must be between 0 and 1000000");
@@ -1031,14 +1062,20 @@ fn compile_tls(v: Option<Value>, p: &mut Problems) -> TlsConfig {
     }
 }
 
-fn compile_upstreams(v: Option<Value>, p: &mut Problems) -> BTreeMap<String, Upstream> {
+/// The upstreams that compiled, and the names of every upstream declared (so a route naming a
+/// declared but broken upstream is not also told it does not exist).
+fn compile_upstreams(
+    v: Option<Value>,
+    p: &mut Problems,
+) -> (BTreeMap<String, Upstream>, HashSet<String>) {
     let mut out = BTreeMap::new();
+    let mut declared = HashSet::new();
     let map = match v {
-        None => return out,
+        None => return (out, declared),
         Some(Value::Mapping(m)) => m,
         Some(_) => {
             p.push("upstreams", "must be a mapping of name → {url, timeout}");
-            return out;
+            return (out, declared);
         }
     };
     for (k, v) in map {
@@ -1049,6 +1086,7 @@ fn compile_upstreams(v: Option<Value>, p: &mut Problems) -> BTreeMap<String, Ups
             );
             continue;
         };
+        declared.insert(name.clone());
         let at = join("upstreams", &name);
         if !is_identifier(&name, "") {
             p.push(
@@ -1059,10 +1097,44 @@ fn compile_upstreams(v: Option<Value>, p: &mut Problems) -> BTreeMap<String, Ups
         let Some(raw) = typed::<RawUpstream>(Some(v), &at, p) else {
             continue;
         };
-        let Some(url) = required(&raw.url, join(&at, "url"), "e.g. http://127.0.0.1:9001", p)
-        else {
-            continue;
+        let timeout = raw.timeout.map_or(Duration::from_secs(10), |d| d.0);
+        duration_in(p, &join(&at, "timeout"), timeout, MS, HOUR);
+        let url = match (&raw.url, &raw.command) {
+            (Some(url), None) => url,
+            (None, Some(argv)) => {
+                if let Some(command) = compile_command(argv, raw.env.as_ref(), &at, &raw, p) {
+                    out.insert(
+                        name.clone(),
+                        Upstream {
+                            name,
+                            target: UpstreamTarget::Stdio(command),
+                            timeout,
+                            ca_file: None,
+                            client_cert: None,
+                            server_name: None,
+                        },
+                    );
+                }
+                continue;
+            }
+            (Some(_), Some(_)) => {
+                p.push(
+                    at.clone(),
+                    "give either url (an HTTP server) or command (an MCP server run over stdio), not both",
+                );
+                continue;
+            }
+            (None, None) => {
+                p.push(
+                    at.clone(),
+                    "give url (e.g. http://127.0.0.1:9001) or, for an MCP server that speaks stdio, command: [program, args...]",
+                );
+                continue;
+            }
         };
+        if raw.env.is_some() {
+            p.push(join(&at, "env"), "env is for command upstreams only");
+        }
         match check_upstream_url(url) {
             Ok(uri) => {
                 let https = uri.scheme_str() == Some("https");
@@ -1099,13 +1171,11 @@ fn compile_upstreams(v: Option<Value>, p: &mut Problems) -> BTreeMap<String, Ups
                 {
                     p.push(join(&at, "serverName"), "not a DNS name or IP address");
                 }
-                let timeout = raw.timeout.map_or(Duration::from_secs(10), |d| d.0);
-                duration_in(p, &join(&at, "timeout"), timeout, MS, HOUR);
                 out.insert(
                     name.clone(),
                     Upstream {
                         name,
-                        url: uri,
+                        target: UpstreamTarget::Http(uri),
                         timeout,
                         ca_file: raw.ca_file.map(PathBuf::from),
                         client_cert,
@@ -1116,7 +1186,7 @@ fn compile_upstreams(v: Option<Value>, p: &mut Problems) -> BTreeMap<String, Ups
             Err(msg) => p.push(join(&at, "url"), msg),
         }
     }
-    out
+    (out, declared)
 }
 
 fn check_upstream_url(url: &str) -> Result<Uri, String> {
@@ -1133,12 +1203,58 @@ fn check_upstream_url(url: &str) -> Result<Uri, String> {
     if authority.host().is_empty() || authority.as_str().contains('@') {
         return Err(format!("`{url}`: give host[:port] without user info"));
     }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!(
-            "`{url}`: an upstream is scheme://host:port; the request path is forwarded as evaluated, so no base path or query"
-        ));
+    if uri.query().is_some() {
+        return Err(format!("`{url}`: an upstream URL has no query"));
+    }
+    if let Err(e) = crate::proxy::canonical::canonical_path(uri.path()) {
+        return Err(format!("`{url}`: its path is not canonical: {e}"));
     }
     Ok(uri)
+}
+
+/// A stdio MCP server's command line and environment.
+fn compile_command(
+    argv: &[String],
+    env: Option<&BTreeMap<String, String>>,
+    at: &str,
+    raw: &RawUpstream,
+    p: &mut Problems,
+) -> Option<StdioCommand> {
+    let before = p.len();
+    if argv.is_empty() || argv[0].trim().is_empty() {
+        p.push(
+            join(at, "command"),
+            "name the program first, e.g. [python3, -m, my_mcp_server]",
+        );
+    }
+    if argv.len() > 256 || argv.iter().any(|a| a.contains('\0') || a.len() > 4096) {
+        p.push(
+            join(at, "command"),
+            "at most 256 arguments of at most 4096 bytes, without NUL",
+        );
+    }
+    for k in env.map(|e| e.keys()).into_iter().flatten() {
+        if k.is_empty() || k.contains(['=', '\0']) {
+            p.push(
+                format!("{at}.env.{k}"),
+                "an environment variable name has no `=` or NUL",
+            );
+        }
+    }
+    if raw.ca_file.is_some()
+        || raw.client_cert.is_some()
+        || raw.client_key.is_some()
+        || raw.server_name.is_some()
+    {
+        p.push(
+            at.to_string(),
+            "caFile, clientCert, clientKey and serverName are for https upstreams",
+        );
+    }
+    (p.len() == before).then(|| StdioCommand {
+        argv: argv.to_vec(),
+        env: env.cloned().unwrap_or_default(),
+    })
 }
 
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -1146,6 +1262,7 @@ const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 fn compile_routes(
     v: Option<Value>,
     upstreams: &BTreeMap<String, Upstream>,
+    declared: &HashSet<String>,
     p: &mut Problems,
 ) -> RouteTable {
     let mut routes = Vec::new();
@@ -1200,14 +1317,30 @@ fn compile_routes(
             "name one of `upstreams`",
             p,
         );
-        if let Some(u) = upstream
-            && !upstreams.contains_key(u)
-        {
-            let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
-            p.push(
-                join(&at, "upstream"),
-                format!("unknown upstream `{u}`; known: {}", known.join(", ")),
-            );
+        if let Some(u) = upstream {
+            match upstreams.get(u).map(|x| &x.target) {
+                // Declared, but with problems of its own (reported at upstreams.<name>).
+                None if declared.contains(u) => {}
+                None => {
+                    let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                    p.push(
+                        join(&at, "upstream"),
+                        format!("unknown upstream `{u}`; known: {}", known.join(", ")),
+                    );
+                }
+                Some(UpstreamTarget::Stdio(_)) => p.push(
+                    join(&at, "upstream"),
+                    format!("upstream `{u}` is a command (a stdio MCP server); routes forward HTTP, so use it from an `mcp` entry"),
+                ),
+                Some(UpstreamTarget::Http(url)) if !matches!(url.path(), "" | "/") => p.push(
+                    join(&at, "upstream"),
+                    format!(
+                        "upstream `{u}` has a path ({}); a route forwards the request's own path as evaluated, so its upstream is scheme://host:port only",
+                        url.path()
+                    ),
+                ),
+                Some(UpstreamTarget::Http(_)) => {}
+            }
         }
         let action = required(&raw.action, join(&at, "action"), "e.g. read", p);
         if let Some(a) = action

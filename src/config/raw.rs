@@ -82,6 +82,7 @@ pub struct RawAudit {
     pub flush_interval: Option<Dur>,
     pub checkpoint_every: Option<u64>,
     pub refusal_rate: Option<u64>,
+    pub mcp_arguments: Option<bool>,
 }
 
 /// `limits:`.
@@ -125,6 +126,8 @@ pub struct RawMetrics {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawUpstream {
     pub url: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub env: Option<std::collections::BTreeMap<String, String>>,
     pub timeout: Option<Dur>,
     pub ca_file: Option<String>,
     pub client_cert: Option<String>,
@@ -198,6 +201,45 @@ pub struct RawRoute {
     pub sender_constrained: Option<bool>,
 }
 
+/// One entry of `mcp:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawMcp {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    pub upstream: Option<String>,
+    pub tools: Option<std::collections::BTreeMap<String, RawTool>>,
+    pub mode: Option<String>,
+    pub allow_methods: Option<Vec<String>>,
+    pub sse_idle_timeout: Option<Dur>,
+    pub max_sessions: Option<u64>,
+    pub session_idle_timeout: Option<Dur>,
+}
+
+/// One tool of an `mcp` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawTool {
+    pub action: Option<String>,
+    pub resource: Option<String>,
+    pub rows: Option<RawToolRows>,
+    pub recipients: Option<RawToolRecipients>,
+}
+
+/// `rows:` of a tool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawToolRows {
+    pub argument: String,
+}
+
+/// `recipients:` of a tool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawToolRecipients {
+    pub arguments: Vec<String>,
+}
+
 /// The names of the top-level sections, in documentation order.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
@@ -214,5 +256,6 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "reload",
     "upstreams",
     "routes",
+    "mcp",
     "policies",
 ];

@@ -25,6 +25,7 @@ pub mod context;
 pub mod glob;
 mod index;
 pub mod model;
+pub mod reach;
 
 use std::fmt;
 

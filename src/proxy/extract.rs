@@ -389,7 +389,7 @@ pub fn method_override_multipart(body: &[u8]) -> Result<(), ProxyError> {
 /// Follows a JSON pointer, refusing a key along the way that equals the pointer's segment
 /// only after case folding (`BCC` for `/bcc`): a case-insensitive upstream would read it as
 /// the field actgate did not check.
-fn lookup<'v>(body: &'v Value, pointer: &str) -> Result<Option<&'v Value>, ProxyError> {
+pub fn lookup<'v>(body: &'v Value, pointer: &str) -> Result<Option<&'v Value>, ProxyError> {
     let mut cur = body;
     for raw in pointer.split('/').skip(1) {
         let seg = raw.replace("~1", "/").replace("~0", "~");

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::ProxyBody;
 use super::extract::TokenHeader;
-use crate::config::{Config, Upstream};
+use crate::config::{Config, Upstream, UpstreamTarget};
 
 /// Set on the upstream request: the token's agent.
 pub const AGENT_ID: HeaderName = HeaderName::from_static("x-act-agent-id");
@@ -184,6 +184,7 @@ pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 /// certificate and SNI name.
 pub fn client(
     upstream: &Upstream,
+    url: &http::Uri,
     idle_timeout: Duration,
     max_header_bytes: usize,
 ) -> Result<UpstreamClient, String> {
@@ -199,7 +200,7 @@ pub fn client(
             .map(|(c, k)| (c.as_path(), k.as_path())),
     )?;
     let builder = HttpsConnectorBuilder::new().with_tls_config(tls);
-    let builder = if upstream.url.scheme_str() == Some("https") {
+    let builder = if url.scheme_str() == Some("https") {
         builder.https_only()
     } else {
         builder.https_or_http()
@@ -231,6 +232,8 @@ pub struct Target {
     pub scheme: Scheme,
     /// host:port.
     pub authority: Authority,
+    /// The URL's path (an MCP endpoint, e.g. `/mcp`); empty for route upstreams.
+    pub base_path: String,
     /// The `Host` header the upstream gets.
     pub host: HeaderValue,
     /// Time allowed for the response head.
@@ -251,18 +254,23 @@ impl Upstreams {
     pub fn build(config: &Config) -> Result<Upstreams, String> {
         let mut targets = HashMap::new();
         for u in config.upstreams.values() {
-            let authority = u
-                .url
+            // Stdio upstreams are processes, run by the MCP gateway.
+            let UpstreamTarget::Http(url) = &u.target else {
+                continue;
+            };
+            let authority = url
                 .authority()
                 .cloned()
                 .ok_or_else(|| format!("upstream {}: no host", u.name))?;
             let target = Target {
-                scheme: u.url.scheme().cloned().unwrap_or(Scheme::HTTP),
+                scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
                 host: HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
                 authority,
+                base_path: url.path().trim_end_matches('/').to_string(),
                 timeout: u.timeout,
                 client: client(
                     u,
+                    url,
                     config.limits.idle_timeout,
                     config.limits.max_header_bytes,
                 )

@@ -78,9 +78,54 @@ impl ResourceTemplate {
         })
     }
 
+    /// Parses a template whose placeholders are whatever names it holds (an MCP tool's
+    /// resource, filled from the call's arguments); returns it and the names in order of
+    /// first appearance. A name is letters, digits and `_`.
+    pub fn parse_free(template: &str) -> Result<(ResourceTemplate, Vec<String>), String> {
+        let mut names: Vec<String> = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in {template:?}"))?;
+            let name = &rest[open + 1..open + close];
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "placeholder {{{name}}}: a placeholder names a top-level argument: letters, digits and `_`"
+                ));
+            }
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+            rest = &rest[open + close + 1..];
+        }
+        let t = ResourceTemplate::parse(template, &names)?;
+        Ok((t, names))
+    }
+
     /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+
+    /// Whether the template has no placeholder.
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
+    /// A regex (bytes, anchored) of every resource the template can produce: its literal
+    /// text, and for each placeholder one or more bytes other than `/`, `*`, `?`, `[`, `]`,
+    /// `{`, `}`, `\\` and control characters (what a value may hold).
+    pub fn regex(&self) -> String {
+        let mut out = String::from("^");
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(&regex_syntax::escape(s)),
+                Part::Param(_) => out.push_str(VALUE_CLASS),
+            }
+        }
+        out.push('$');
+        out
     }
 
     /// Fills the template with placeholder values, in the route's placeholder order.
@@ -94,6 +139,21 @@ impl ResourceTemplate {
         }
         out
     }
+}
+
+/// The bytes a placeholder value may hold, as a regex class (at least one).
+const VALUE_CLASS: &str = r"[^/*?\[\]{}\\\x00-\x1f\x7f]+";
+
+/// Whether a value may fill a placeholder: non-empty, not `.` or `..`, and none of `/`, `*`,
+/// `?`, `[`, `]`, `{`, `}`, `\` or a control character — it is data, and must not read as a
+/// path or a glob.
+pub fn is_placeholder_value(v: &str) -> bool {
+    !v.is_empty()
+        && v != "."
+        && v != ".."
+        && !v
+            .chars()
+            .any(|c| matches!(c, '/' | '*' | '?' | '[' | ']' | '{' | '}' | '\\') || c.is_control())
 }
 
 fn check_literal(s: &str) -> Result<(), String> {
