@@ -509,6 +509,10 @@ impl Outcome {
             latency_us: None,
             snapshot_version: self.snapshot_version,
             count: None,
+            mcp_method: None,
+            tool: None,
+            arguments_sha256: None,
+            arguments: None,
         }
     }
 }
@@ -558,6 +562,50 @@ impl Gateway {
             message: decision.message(),
             policy_id: decision.policy.map(|p| p.id.clone()),
             constraints: decision.policy.map(|p| p.constraints.clone()),
+            agent_id: claims.map(|c| c.agent.clone()),
+            token_id: claims.map(|c| c.jti.clone()),
+            tenant_id: claims.map(|c| c.tenant.clone()),
+            snapshot_version: snapshot.version,
+        }
+    }
+
+    /// The token stage alone (signature verified already; time, revocation, agent, tenant
+    /// checked now), for what needs only a valid token (the MCP handshake, lists,
+    /// notifications). Counted as a decision.
+    pub fn admit(&self, source: Source, claims: Result<&Claims, Reason>) -> Outcome {
+        let snapshot = self.snapshot();
+        let reason = match claims {
+            Err(r) => r,
+            Ok(c) => match snapshot.check_token(c, None, now_unix(), self.tokens.skew_secs()) {
+                Ok(()) => Reason::Allowed,
+                Err(r) => r,
+            },
+        };
+        let verdict = if reason == Reason::Allowed {
+            "allowed"
+        } else {
+            "denied"
+        };
+        self.metrics
+            .decisions
+            .with_label_values(&[verdict, reason.as_str(), source.as_str()])
+            .inc();
+        if reason.is_token_problem() {
+            self.metrics
+                .token_rejections
+                .with_label_values(&[reason.as_str()])
+                .inc();
+        }
+        let claims = claims.ok();
+        Outcome {
+            reason,
+            message: if reason == Reason::Allowed {
+                "allowed: this needs only a valid token".into()
+            } else {
+                crate::policy::Decision::denied(reason).message()
+            },
+            policy_id: None,
+            constraints: None,
             agent_id: claims.map(|c| c.agent.clone()),
             token_id: claims.map(|c| c.jti.clone()),
             tenant_id: claims.map(|c| c.tenant.clone()),

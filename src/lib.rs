@@ -27,7 +27,12 @@
 //! - [`api`]: the ACT REST API (axum): API-key auth and roles, agents, policies, tokens,
 //!   enforce, audit, API keys.
 //! - [`apikey`]: API keys — generation, strength rules, the config's keys resolved.
-//! - [`proxy`]: the data plane; [`proxy::route`] is the route table.
+//! - [`dataplane`]: the proxy listener: the target stage, the request log and the audit rule
+//!   shared by the two gateways behind it, and the dispatch between them.
+//! - [`proxy`]: routes — the reverse proxy in front of internal APIs; [`proxy::route`] is the
+//!   route table.
+//! - [`mcp`]: MCP endpoints — JSON-RPC reading, tool mapping, list filtering, sessions,
+//!   stdio servers.
 //! - [`audit`]: audit events, the bounded queue and the writer.
 //! - [`telemetry`]: Prometheus metrics (one injected `Metrics`) and tracing setup.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
@@ -50,6 +55,7 @@ pub mod apikey;
 pub mod audit;
 pub mod client;
 pub mod config;
+pub mod dataplane;
 pub mod demo;
 pub mod error;
 pub mod gateway;

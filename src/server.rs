@@ -29,6 +29,7 @@ pub struct Running {
     pub admin: SocketAddr,
     /// The shared state.
     pub gateway: Arc<Gateway>,
+    plane: Arc<crate::dataplane::DataPlane>,
     stop: watch::Sender<bool>,
     reload_now: Arc<Notify>,
     servers: JoinSet<()>,
@@ -79,11 +80,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let reload_now = Arc::new(Notify::new());
     let mut servers = JoinSet::new();
 
-    servers.spawn(crate::proxy::Proxy::new(Arc::clone(&gateway)).serve(
-        proxy_listener,
-        proxy_tls.clone(),
-        stop.subscribe(),
-    ));
+    let plane = crate::dataplane::DataPlane::new(Arc::clone(&gateway));
+    servers.spawn(Arc::clone(&plane).serve(proxy_listener, proxy_tls.clone(), stop.subscribe()));
     let router = crate::api::router(Arc::clone(&gateway));
     let opts = crate::listener::Options {
         name: "api",
@@ -136,6 +134,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         api,
         admin,
         gateway,
+        plane,
         stop,
         reload_now,
         servers,
@@ -165,8 +164,11 @@ impl Running {
         let Running {
             gateway,
             background,
+            plane,
             ..
         } = self;
+        plane.mcp().shutdown().await;
+        drop(plane);
         // Refusals counted during the drain get their summary before the writer stops.
         gateway
             .audit

@@ -51,6 +51,10 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "unsupported_media_type",
     "request_timeout",
     "cancelled",
+    "method_not_allowed",
+    "session_unknown",
+    "session_mismatch",
+    "too_many_sessions",
     "other",
 ];
 
@@ -137,6 +141,21 @@ pub struct AuditEvent {
     /// For a summary: how many refusals it stands for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// MCP: the JSON-RPC method (`tools/call`, …; `GET`/`DELETE` for the stream and session
+    /// requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_method: Option<String>,
+    /// MCP: the tool called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// MCP: hex SHA-256 of the call's arguments as canonical JSON (keys sorted, no
+    /// whitespace): what was asked, comparable across records, without the personal data
+    /// arguments may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments_sha256: Option<String>,
+    /// MCP: the arguments themselves, only with `audit.mcpArguments: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
 }
 
 impl AuditEvent {
@@ -176,6 +195,10 @@ impl AuditEvent {
             latency_us: None,
             snapshot_version: 0,
             count: None,
+            mcp_method: None,
+            tool: None,
+            arguments_sha256: None,
+            arguments: None,
         }
     }
 }

@@ -15,8 +15,10 @@
 //! 6. **forward** — headers rewritten ([`forward`]), the evaluated path forwarded byte for
 //!    byte, bodies streamed both ways, 502/504 on upstream failure; an outcome record follows.
 //!
-//! [`Proxy::handle`] wraps the stages and cannot fail; a [`RequestLog`] emits metrics and the
-//! access log line exactly once, on drop, so early returns and cancelled requests are counted.
+//! The data plane ([`crate::dataplane`]) reads the target, then hands a request for a route to
+//! [`Proxy::stages`]; it turns a refusal into an answer and an audit record, and its
+//! [`RequestLog`] emits metrics and the access log line exactly once, on drop, so early returns
+//! and cancelled requests are counted.
 
 pub mod canonical;
 pub mod error;
@@ -24,7 +26,6 @@ pub mod extract;
 pub mod forward;
 pub mod route;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,26 +33,21 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tracing::Instrument;
+use tokio::sync::Semaphore;
 
 use crate::audit::{AuditEvent, EventKind, Source, now_stamp};
 use crate::config::Limits;
+use crate::dataplane::{RequestLog, sender_check};
 use crate::gateway::{Gateway, Outcome};
 use crate::ids::sequential_id;
-use crate::listener;
-use crate::policy::Reason;
 use crate::policy::{Facts, Query};
 use crate::snapshot::Snapshot;
 use crate::telemetry::status_class;
-use crate::tls::{ClientIdentity, ServerTls};
-use crate::token::Claims;
+use crate::tls::ClientIdentity;
 use error::ProxyError;
 use extract::{OverrideBody, TokenHeader};
 use forward::Vouch;
@@ -76,99 +72,14 @@ impl Proxy {
         Arc::new(Proxy { gw, buffering })
     }
 
-    /// Serves `listener` (with TLS when given) until `stop` turns true, then drains in-flight
-    /// requests for at most `limits.drainTimeout`.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        tls: Option<Arc<ServerTls>>,
-        stop: watch::Receiver<bool>,
-    ) {
-        let opts = listener::Options {
-            name: "proxy",
-            limits: self.gw.config().limits.clone(),
-            tls,
-            rejected: self
-                .gw
-                .metrics
-                .connections_rejected
-                .with_label_values(&["proxy"]),
-        };
-        let proxy = Arc::clone(&self);
-        listener::serve(
-            listener,
-            opts,
-            move |peer, identity| {
-                let proxy = Arc::clone(&proxy);
-                service_fn(move |req| {
-                    let proxy = Arc::clone(&proxy);
-                    let identity = identity.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, identity).await) }
-                })
-            },
-            stop,
-        )
-        .await;
-    }
-
-    /// Handles one request; never fails. Every request leaves one audit event: the decision
-    /// record of the stages, or — for a refusal before any decision — a refusal record made
-    /// here (and for a request cancelled before either, one made when its log is dropped).
-    pub async fn handle(
+    /// The stages of a request for a route, after the data plane read its target: `path` is
+    /// the canonical, decoded path (the authority and the path were checked already).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn stages(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
-        identity: Option<Arc<ClientIdentity>>,
-    ) -> Response<ProxyBody> {
-        let request_id = sequential_id("req_");
-        let presented = PresentedToken::capture(req.headers());
-        let mut log = RequestLog::new(&self.gw, &request_id, req.method().clone());
-        let span = tracing::info_span!("request", request_id = %request_id);
-        match self
-            .stages(req, peer, identity.as_deref(), &request_id, &mut log)
-            .instrument(span)
-            .await
-        {
-            Ok(resp) => {
-                log.status = resp.status();
-                resp
-            }
-            Err(e) => {
-                log.status = e.status();
-                log.reason = e.reason();
-                if !log.audited {
-                    self.audit_refusal(&e, &presented, &mut log).await;
-                }
-                e.into_response(&request_id)
-            }
-        }
-    }
-
-    /// The audit record of a refusal made before any decision: its reason, the route when one
-    /// matched, and the agent and tenant when the request carried a token whose signature
-    /// verifies (never an unverified claim). Counted as a denied decision.
-    async fn audit_refusal(
-        &self,
-        e: &ProxyError,
-        presented: &PresentedToken,
-        log: &mut RequestLog<'_>,
-    ) {
-        log.audited = true;
-        let claims = match &log.claims {
-            Some(c) => Some(Arc::clone(c)),
-            None => match presented.token() {
-                Some(t) => self.gw.authenticate(Some(t)).await.ok(),
-                None => None,
-            },
-        };
-        let message = presented.scrub(&e.message());
-        let event = log.refusal_event(e.reason(), message, claims.as_deref());
-        self.gw.audit.record_refusal(event, claims.is_some()).await;
-    }
-
-    async fn stages(
-        &self,
-        req: Request<Incoming>,
+        path: String,
+        snapshot: &Snapshot,
         peer: SocketAddr,
         identity: Option<&ClientIdentity>,
         request_id: &str,
@@ -177,14 +88,10 @@ impl Proxy {
         let started = log.started;
         let (mut parts, body) = req.into_parts();
         let method = parts.method.clone();
-        let snapshot = self.gw.snapshot();
         let limits = &snapshot.config.limits;
 
-        // 1. target
-        check_authority(&parts.uri, &parts.headers, parts.version)?;
+        // 1. target (the rest of it: the query)
         let raw_path = parts.uri.path();
-        let path = canonical::canonical_path(raw_path)
-            .map_err(|e| ProxyError::bad_request(e.to_string()))?;
         let query_str = parts.uri.query();
         if let Some(q) = query_str {
             canonical::check_query(q).map_err(|e| ProxyError::bad_request(e.to_string()))?;
@@ -236,7 +143,7 @@ impl Proxy {
         let claims = self.gw.authenticate(token.map(|t| t.0)).await;
         log.claims = claims.as_ref().ok().map(Arc::clone);
         let claims = match claims {
-            Ok(c) => sender_check(&snapshot, route.sender_constrained, identity, &c).map(|()| c),
+            Ok(c) => sender_check(snapshot, route.sender_constrained, identity, &c).map(|()| c),
             Err(r) => Err(r),
         };
         let early = claims.is_err() && route.mode == Mode::Enforce;
@@ -430,6 +337,10 @@ impl Proxy {
                 latency_us: Some(started.elapsed().as_micros() as u64),
                 snapshot_version: outcome.snapshot_version,
                 count: None,
+                mcp_method: None,
+                tool: None,
+                arguments_sha256: None,
+                arguments: None,
             });
         };
         let mut resp = match result {
@@ -513,76 +424,6 @@ impl Proxy {
     }
 }
 
-/// A sender-constrained token (the route's or the agent's requirement) is honoured only on a
-/// connection whose client certificate names the token's agent through `tls.proxy.identity`.
-/// Fails closed: no TLS identity rule, no client certificate, or another identity →
-/// `sender_mismatch`.
-fn sender_check(
-    snapshot: &Snapshot,
-    route_requires: bool,
-    identity: Option<&ClientIdentity>,
-    claims: &Claims,
-) -> Result<(), Reason> {
-    let agent_requires = snapshot
-        .agent(&claims.tenant, &claims.agent)
-        .is_some_and(|a| a.sender_constrained);
-    if !route_requires && !agent_requires {
-        return Ok(());
-    }
-    let rule = snapshot
-        .config
-        .tls
-        .proxy
-        .as_ref()
-        .and_then(|t| t.identity.as_ref());
-    match (rule, identity) {
-        (Some(rule), Some(id))
-            if id.matches(rule.san, &rule.template, &claims.tenant, &claims.agent) =>
-        {
-            Ok(())
-        }
-        _ => Err(Reason::SenderMismatch),
-    }
-}
-
-/// An absolute-form target (HTTP/1.1) must name the same authority as `Host`; HTTP/2 carries
-/// `:authority`, and a `Host` beside it must agree.
-fn check_authority(
-    uri: &Uri,
-    headers: &http::HeaderMap,
-    version: Version,
-) -> Result<(), ProxyError> {
-    let mut hosts = headers.get_all(HOST).iter();
-    let host = match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => return Err(ProxyError::bad_request("Host appears more than once")),
-        (h, None) => h,
-    };
-    if let Some(authority) = uri.authority() {
-        match host {
-            Some(h)
-                if !h
-                    .as_bytes()
-                    .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
-            {
-                return Err(ProxyError::bad_request(
-                    "the absolute-form target and the Host header disagree",
-                ));
-            }
-            None if version < Version::HTTP_2 => {
-                return Err(ProxyError::bad_request(
-                    "an absolute-form target needs a Host header",
-                ));
-            }
-            _ => {}
-        }
-    } else if version == Version::HTTP_11 && host.is_none() {
-        return Err(ProxyError::bad_request(
-            "HTTP/1.1 requests need a Host header",
-        ));
-    }
-    Ok(())
-}
-
 fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, ProxyError> {
     let mut values = headers.get_all(CONTENT_LENGTH).iter();
     match (values.next(), values.next()) {
@@ -628,150 +469,4 @@ fn find_length_limit(e: &(dyn std::error::Error + 'static), limit: usize) -> Opt
         cur = err.source();
     }
     None
-}
-
-/// The token headers of a request, kept (cheap reference-counted copies) so a refusal made
-/// before the token stage can still name the agent whose token verified.
-pub struct PresentedToken {
-    authorization: Option<HeaderValue>,
-    act_token: Option<HeaderValue>,
-}
-
-impl PresentedToken {
-    /// Keeps the request's token headers.
-    pub fn capture(headers: &http::HeaderMap) -> PresentedToken {
-        PresentedToken {
-            authorization: headers.get(http::header::AUTHORIZATION).cloned(),
-            act_token: headers.get(extract::ACT_TOKEN).cloned(),
-        }
-    }
-
-    /// The presented token (`Authorization: Bearer`, else `X-Act-Token`), read loosely: it is
-    /// only used to name who made a refused request, and only if its signature verifies.
-    pub fn token(&self) -> Option<&str> {
-        let bearer = self
-            .authorization
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once([' ', '\t']))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim());
-        bearer
-            .or_else(|| {
-                self.act_token
-                    .as_ref()
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::trim)
-            })
-            .filter(|t| !t.is_empty())
-    }
-
-    /// `message` with any copy of the presented token replaced, at most 512 bytes: a refusal
-    /// record describes what was refused, never the credential.
-    pub fn scrub(&self, message: &str) -> String {
-        let mut out = match self.token() {
-            Some(t) if t.len() >= 8 => message.replace(t, "<token>"),
-            _ => message.to_string(),
-        };
-        if out.len() > 512 {
-            let mut cut = 509;
-            while !out.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            out.truncate(cut);
-            out.push_str("...");
-        }
-        out
-    }
-}
-
-/// One request's metrics and access-log line, emitted exactly once, on drop; and whether it
-/// has its audit event yet (a request cancelled before it had one gets a refusal record then).
-pub struct RequestLog<'g> {
-    gw: &'g Gateway,
-    started: Instant,
-    request_id: String,
-    method: Method,
-    route: Option<String>,
-    status: StatusCode,
-    reason: &'static str,
-    /// The request has its audit event (a decision record, or a refusal record).
-    audited: bool,
-    /// The token's claims, once its signature verified.
-    claims: Option<Arc<Claims>>,
-}
-
-impl<'g> RequestLog<'g> {
-    fn new(gw: &'g Gateway, request_id: &str, method: Method) -> Self {
-        gw.metrics.in_flight.with_label_values(&["proxy"]).inc();
-        RequestLog {
-            gw,
-            started: Instant::now(),
-            request_id: request_id.to_string(),
-            method,
-            route: None,
-            // A request dropped before it was answered (client went away) stays 499.
-            status: StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-            reason: "cancelled",
-            audited: false,
-            claims: None,
-        }
-    }
-
-    /// The refusal record of this request, counted as a denied decision.
-    fn refusal_event(
-        &self,
-        reason: &'static str,
-        message: String,
-        claims: Option<&Claims>,
-    ) -> AuditEvent {
-        let tenant = claims.map_or_else(|| self.gw.config().tenant.clone(), |c| c.tenant.clone());
-        let mut event = AuditEvent::refusal(
-            sequential_id("aud_"),
-            Source::Proxy,
-            &tenant,
-            &self.request_id,
-            reason,
-            message,
-        );
-        event.agent_id = claims.map(|c| c.agent.clone());
-        event.token_id = claims.map(|c| c.jti.clone());
-        event.route = self.route.clone();
-        event.method = Some(self.method.as_str().to_string());
-        event.latency_us = Some(self.started.elapsed().as_micros() as u64);
-        event.snapshot_version = self.gw.snapshot().version;
-        self.gw
-            .metrics
-            .decisions
-            .with_label_values(&["denied", reason, Source::Proxy.as_str()])
-            .inc();
-        event
-    }
-}
-
-impl Drop for RequestLog<'_> {
-    fn drop(&mut self) {
-        if !self.audited {
-            // Cancelled before any audit event (the client went away mid-request): nothing
-            // can be awaited here, so this record never waits for room in the queue.
-            let event = self.refusal_event(
-                "cancelled",
-                "the client closed the connection before the request was decided".into(),
-                self.claims.clone().as_deref(),
-            );
-            self.gw.audit.record_refusal_now(event);
-        }
-        let m = &self.gw.metrics;
-        m.in_flight.with_label_values(&["proxy"]).dec();
-        let route = self.route.as_deref().unwrap_or("-");
-        let elapsed = self.started.elapsed();
-        m.proxy_seconds
-            .with_label_values(&[route, status_class(self.status.as_u16())])
-            .observe(elapsed.as_secs_f64());
-        if self.status.is_success() || self.status.is_redirection() {
-            tracing::debug!(request_id = %self.request_id, method = %self.method, route, status = self.status.as_u16(), reason = self.reason, latency_us = elapsed.as_micros() as u64, "proxied");
-        } else {
-            tracing::info!(request_id = %self.request_id, method = %self.method, route, status = self.status.as_u16(), reason = self.reason, latency_us = elapsed.as_micros() as u64, "refused or failed");
-        }
-    }
 }

@@ -78,6 +78,9 @@ pub struct Metrics {
     pub audit_refusals_aggregated: IntCounter,
     /// `actgate_tls_reloads_total{listener, result}`: certificate reloads.
     pub tls_reloads: IntCounterVec,
+    /// `actgate_mcp_requests_total{endpoint, method, tool, decision}`: MCP messages; `tool`
+    /// is a configured tool's name, `other` or `-` (bounded by the config).
+    pub mcp_requests: IntCounterVec,
     /// `actgate_agent_decisions_total{agent, decision}`, only with `metrics.perAgentLabels`.
     agent_decisions: Option<AgentLabels>,
 }
@@ -295,6 +298,11 @@ impl Metrics {
             "TLS certificate reloads of a listener, by result.",
             &["listener", "result"],
         );
+        let mcp_requests = counter(
+            "actgate_mcp_requests_total",
+            "MCP messages by endpoint, JSON-RPC method, configured tool (or other) and decision.",
+            &["endpoint", "method", "tool", "decision"],
+        );
         for result in ["hit", "miss"] {
             token_cache_lookups.with_label_values(&[result]);
         }
@@ -350,6 +358,7 @@ impl Metrics {
             audit_torn_repairs,
             audit_refusals_aggregated,
             tls_reloads,
+            mcp_requests,
             agent_decisions: None,
         }
     }
