@@ -10,7 +10,7 @@ use serde_yaml::Value;
 use super::raw::{RawMcp, RawTool};
 use super::{HOUR, Upstream, duration_in, required, typed_list};
 use crate::error::{Problems, index, join};
-use crate::mcp::endpoint::{McpEndpoint, McpTable, ToolMapping};
+use crate::mcp::endpoint::{McpEndpoint, McpTable, ToolMapping, ToolRows};
 use crate::policy::model::{is_action, is_identifier};
 use crate::proxy::route::{Mode, ResourceTemplate, RouteTable};
 
@@ -225,15 +225,34 @@ fn compile_tool(raw: RawTool, at: &str, p: &mut Problems) -> Option<ToolMapping>
             None
         }
     });
-    let rows = raw.rows.map(|r| r.argument);
-    if let Some(r) = &rows
-        && !is_pointer(r)
-    {
-        p.push(
-            join(at, "rows.argument"),
-            "a JSON pointer into the arguments, e.g. /limit",
-        );
-    }
+    let rows = match raw.rows.map(|r| (r.argument, r.fixed)) {
+        None => None,
+        Some((Some(ptr), None)) => {
+            if !is_pointer(&ptr) {
+                p.push(
+                    join(at, "rows.argument"),
+                    "a JSON pointer into the arguments, e.g. /limit",
+                );
+            }
+            Some(ToolRows::Argument(ptr))
+        }
+        Some((None, Some(n))) => {
+            if n > crate::policy::model::MAX_ROWS {
+                p.push(
+                    join(at, "rows.fixed"),
+                    format!("must be at most {}", crate::policy::model::MAX_ROWS),
+                );
+            }
+            Some(ToolRows::Fixed(n))
+        }
+        Some(_) => {
+            p.push(
+                join(at, "rows"),
+                "give exactly one of `argument: <JSON pointer>` (the call says how many rows) or `fixed: <n>` (the tool returns at most n, e.g. 1 for a single object)",
+            );
+            None
+        }
+    };
     let recipients = raw.recipients.map(|r| r.arguments).unwrap_or_default();
     for (j, r) in recipients.iter().enumerate() {
         if !is_pointer(r) {

@@ -230,7 +230,8 @@ pub struct RawTool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawToolRows {
-    pub argument: String,
+    pub argument: Option<String>,
+    pub fixed: Option<u64>,
 }
 
 /// `recipients:` of a tool.

@@ -8,6 +8,16 @@ use std::time::Duration;
 
 use crate::proxy::route::{Mode, ResourceTemplate};
 
+/// Where a tool's row count comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolRows {
+    /// A JSON pointer into the arguments (`rows: {argument: /limit}`); when the call gives
+    /// none, actgate sets it to the policy's limit.
+    Argument(String),
+    /// The tool returns at most this many rows (`rows: {fixed: 1}`, e.g. a single object).
+    Fixed(u64),
+}
+
 /// How a tool call becomes an (action, resource) and the facts its constraints read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolMapping {
@@ -17,8 +27,8 @@ pub struct ToolMapping {
     pub resource: ResourceTemplate,
     /// The placeholder names, in the order [`ResourceTemplate::render`] takes their values.
     pub params: Vec<String>,
-    /// JSON pointer (into the arguments) of the row count, for `maxRows`.
-    pub rows: Option<String>,
+    /// Where the row count for `maxRows` comes from.
+    pub rows: Option<ToolRows>,
     /// JSON pointers (into the arguments) of the recipients, for `allowedDomains`.
     pub recipients: Vec<String>,
 }

@@ -809,16 +809,18 @@ fn denied_answer(
         "requestId": request_id,
     });
     let id = msg.id();
-    let Some(call) = call else {
+    // Only a tool call has a result that can say "error" to the model; anything else
+    // (resources/read, prompts/get) is a JSON-RPC error carrying the same decision.
+    let Some(call) = call.filter(|c| c.tool.is_some()) else {
         return json_response(
             StatusCode::OK,
             &jsonrpc::error_response(&id, code::DENIED, &outcome.message, Some(decision)),
         );
     };
-    let what = match &call.tool {
-        Some(tool) => format!("The call to tool {tool} was denied by actgate"),
-        None => format!("{} {} was denied by actgate", call.action, call.resource),
-    };
+    let what = format!(
+        "The call to tool {} was denied by actgate",
+        call.tool.as_deref().unwrap_or_default()
+    );
     let mut text = format!("{what} ({}): {}.", outcome.reason.as_str(), outcome.message);
     if let Some(p) = &outcome.policy_id {
         text.push_str(&format!(" Policy: {p}."));

@@ -13,7 +13,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::endpoint::McpEndpoint;
+use super::endpoint::{McpEndpoint, ToolRows};
 use super::jsonrpc::{Kind, Malformed, Message, code};
 use crate::config::is_tool_name;
 use crate::policy::model::MAX_ROWS;
@@ -252,7 +252,8 @@ fn tool_call(ep: &McpEndpoint, msg: &Message) -> Result<Call, Malformed> {
     let resource = mapping.resource.render(&refs);
     let rows = match &mapping.rows {
         None => None,
-        Some(p) => {
+        Some(ToolRows::Fixed(n)) => Some(*n),
+        Some(ToolRows::Argument(p)) => {
             match crate::proxy::extract::lookup(args, p).map_err(|e| invalid(msg, e.message()))? {
                 None | Some(Value::Null) => None,
                 Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= MAX_ROWS) => n.as_u64(),
@@ -280,7 +281,10 @@ fn tool_call(ep: &McpEndpoint, msg: &Message) -> Result<Call, Malformed> {
         resource,
         tool: Some(tool),
         rows,
-        rows_pointer: mapping.rows.clone(),
+        rows_pointer: match &mapping.rows {
+            Some(ToolRows::Argument(p)) => Some(p.clone()),
+            _ => None,
+        },
         recipients,
         rows_unenforceable: mapping.rows.is_none(),
         recipients_unenforceable: mapping.recipients.is_empty(),
