@@ -236,9 +236,14 @@ impl fmt::Display for Violation {
             }
             Violation::Unenforceable { constraint } => write!(
                 f,
-                "{constraint}: this route carries no {} to check; declare it on the route",
+                "{constraint}: this route or tool carries no {} to check; declare `{}` on the route or the MCP tool mapping",
                 if *constraint == "maxRows" {
                     "row count"
+                } else {
+                    "recipients"
+                },
+                if *constraint == "maxRows" {
+                    "rows"
                 } else {
                     "recipients"
                 }
