@@ -61,6 +61,83 @@ async fn upstream(name: &'static str, hits: Arc<AtomicUsize>) -> std::io::Result
     Ok(addr)
 }
 
+/// Starts the demo MCP server (Streamable HTTP, JSON answers, at `/mcp`): a CRM with three
+/// tools; counts the tool calls it executes.
+async fn mcp_upstream(hits: Arc<AtomicUsize>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let hits = Arc::clone(&hits);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let hits = Arc::clone(&hits);
+                    async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let method = msg["method"].as_str().unwrap_or_default();
+                        let result = match method {
+                            "initialize" => {
+                                json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "demo-crm", "version": "1"}})
+                            }
+                            "tools/list" => json!({"tools": [
+                                {"name": "get_customer", "description": "Read one customer", "inputSchema": {"type": "object", "properties": {"customer_id": {"type": "string"}}, "required": ["customer_id"]}},
+                                {"name": "delete_customer", "description": "Delete a customer", "inputSchema": {"type": "object", "properties": {"customer_id": {"type": "string"}}, "required": ["customer_id"]}},
+                                {"name": "export_all_customers", "description": "Export every customer", "inputSchema": {"type": "object"}},
+                            ]}),
+                            "tools/call" => {
+                                hits.fetch_add(1, Ordering::SeqCst);
+                                json!({"content": [{"type": "text", "text": format!("{} done", msg["params"]["name"].as_str().unwrap_or_default())}], "isError": false})
+                            }
+                            _ => json!({}),
+                        };
+                        let answer = match msg.get("id") {
+                            Some(id) if !method.is_empty() => {
+                                json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string()
+                            }
+                            _ => String::new(),
+                        };
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(if answer.is_empty() { 202 } else { 200 })
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(answer)))
+                                .expect("static response"),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The demo's config: the embedded one, with the demo MCP server behind `/mcp/crm`.
+fn demo_config(mcp: SocketAddr) -> Result<Config, String> {
+    let text = EMBEDDED.replacen(
+        "\nupstreams:\n",
+        &format!("\nupstreams:\n  crm-mcp: {{ url: \"http://{mcp}/mcp\", timeout: 10s }}\n"),
+        1,
+    ) + r#"
+mcp:
+  - name: crm
+    path: /mcp/crm
+    upstream: crm-mcp
+    tools:
+      get_customer: { action: read, resource: "api://crm/customers/{customer_id}", rows: { fixed: 1 } }
+      delete_customer: { action: delete, resource: "api://crm/customers/{customer_id}" }
+"#;
+    Config::parse(&text, "embedded").map_err(|p| p.to_string())
+}
+
 async fn call(
     client: &DemoClient,
     method: Method,
@@ -92,8 +169,37 @@ async fn call(
     Ok((status, value))
 }
 
-/// Runs the demo; `keep_running` leaves the gateway up afterwards until Ctrl-C.
-pub async fn run(data_dir: PathBuf, keep_running: bool) -> Result<(), String> {
+/// The file that marks a data directory as the demo's own, so a new run may empty it.
+const MARKER: &str = ".actgate-demo";
+
+/// Starts the demo on a fresh data directory (emptied first, unless `keep_data`); refuses a
+/// directory the demo did not make.
+fn fresh_data_dir(dir: &std::path::Path, keep_data: bool) -> Result<(), String> {
+    if dir.exists() && !keep_data {
+        let ours = dir.join(MARKER).exists()
+            || std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+        if !ours {
+            return Err(format!(
+                "{} exists and was not made by `actgate demo`; give another --data-dir",
+                dir.display()
+            ));
+        }
+        std::fs::remove_dir_all(dir).map_err(|e| format!("emptying {}: {e}", dir.display()))?;
+    }
+    crate::token::keys::create_dir_private(dir).map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join(MARKER),
+        "made by `actgate demo`; emptied at its next run\n",
+    )
+    .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Runs the demo; `keep_running` leaves the gateway up afterwards until Ctrl-C; `keep_data`
+/// keeps what an earlier run left in the data directory.
+pub async fn run(data_dir: PathBuf, keep_running: bool, keep_data: bool) -> Result<(), String> {
+    fresh_data_dir(&data_dir, keep_data)?;
     let crm_hits = Arc::new(AtomicUsize::new(0));
     let email_hits = Arc::new(AtomicUsize::new(0));
     let crm = upstream("crm", Arc::clone(&crm_hits))
@@ -103,7 +209,11 @@ pub async fn run(data_dir: PathBuf, keep_running: bool) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
 
-    let mut config = Config::parse(EMBEDDED, "embedded").map_err(|p| p.to_string())?;
+    let mcp_hits = Arc::new(AtomicUsize::new(0));
+    let mcp = mcp_upstream(Arc::clone(&mcp_hits))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut config = demo_config(mcp)?;
     let any: SocketAddr = "127.0.0.1:0".parse().expect("static address");
     config.listen.proxy = any;
     config.listen.api = any;
@@ -136,7 +246,9 @@ pub async fn run(data_dir: PathBuf, keep_running: bool) -> Result<(), String> {
         "  proxy {proxy}   API {api}   admin http://{}",
         running.admin
     );
-    println!("  demo upstreams: crm http://{crm}, email http://{email}");
+    println!(
+        "  demo upstreams: crm http://{crm}, email http://{email}, MCP server http://{mcp}/mcp (behind {proxy}/mcp/crm)"
+    );
     println!();
 
     let (_, agent) = call(&client, Method::POST, &format!("{api}/v1/agents"), &auth,
@@ -289,6 +401,69 @@ pub async fn run(data_dir: PathBuf, keep_running: bool) -> Result<(), String> {
         let after = crm_hits.load(Ordering::SeqCst) + email_hits.load(Ordering::SeqCst);
         show(c.what, status, &body, after > before);
     }
+    // The same token, over MCP: the tool list is filtered, each call decided.
+    let mcp_url = format!("{proxy}/mcp/crm");
+    let rpc = |id: u64, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let before = mcp_hits.load(Ordering::SeqCst);
+    let (status, list) = call(
+        &client,
+        Method::POST,
+        &mcp_url,
+        &with_token,
+        Some(rpc(1, "tools/list", json!({}))),
+    )
+    .await?;
+    let visible: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    show(
+        "MCP tools/list",
+        status,
+        &json!({"reason": "allowed"}),
+        true,
+    );
+    println!(
+        "    the agent sees {} of the server's 3 tools: {}",
+        visible.len(),
+        visible.join(", ")
+    );
+    let mut denial = String::new();
+    for (id, tool) in [(2, "get_customer"), (3, "delete_customer")] {
+        let before = mcp_hits.load(Ordering::SeqCst);
+        let (status, v) = call(
+            &client,
+            Method::POST,
+            &mcp_url,
+            &with_token,
+            Some(rpc(
+                id,
+                "tools/call",
+                json!({"name": tool, "arguments": {"customer_id": "42"}}),
+            )),
+        )
+        .await?;
+        let decision = &v["result"]["_meta"]["io.actgate/decision"];
+        let (status, reason) = if v["result"]["isError"] == true {
+            denial = v["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (StatusCode::FORBIDDEN, decision["reason"].clone())
+        } else {
+            (status, json!("allowed"))
+        };
+        show(
+            &format!("MCP call {tool} 42"),
+            status,
+            &json!({"reason": reason}),
+            mcp_hits.load(Ordering::SeqCst) > before,
+        );
+    }
+    let _ = before;
+    if !denial.is_empty() {
+        println!("    the model is told: {denial}");
+    }
     call(
         &client,
         Method::DELETE,
@@ -315,7 +490,7 @@ pub async fn run(data_dir: PathBuf, keep_running: bool) -> Result<(), String> {
 
     // Every call leaves one audit event (refusals before a decision included); the batched
     // writer commits within milliseconds, the index right after.
-    let calls = 9;
+    let calls = 12;
     let mut events = 0;
     for _ in 0..100 {
         let (_, audit) = call(

@@ -55,6 +55,10 @@ enum Command {
         /// Keep the gateway running after the demo (Ctrl-C to stop).
         #[arg(long)]
         keep_running: bool,
+        /// Keep what an earlier run left in the data directory (by default each run starts
+        /// fresh).
+        #[arg(long)]
+        keep: bool,
     },
     /// Issue a capability token for a registered agent (prints the token on stdout).
     Token {
@@ -191,9 +195,10 @@ fn main() -> ExitCode {
         Command::Demo {
             data_dir,
             keep_running,
+            keep,
         } => {
             init_tracing(LogFormat::Text);
-            match runtime().block_on(actgate::demo::run(data_dir, keep_running)) {
+            match runtime().block_on(actgate::demo::run(data_dir, keep_running, keep)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("demo failed: {e}");

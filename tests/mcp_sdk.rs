@@ -55,7 +55,7 @@ impl Drop for Server {
 
 fn start_server(python: &Path, log: &Path) -> Server {
     let mut child = Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_sdk/server.py"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mcp/crm_server.py"))
         .arg("http")
         .env("EXECUTED_LOG", log)
         .stdout(Stdio::piped())
@@ -104,7 +104,7 @@ policies:
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         server = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/mcp_sdk/server.py")
+            .join("examples/mcp/crm_server.py")
             .display(),
         log = log.display(),
     )

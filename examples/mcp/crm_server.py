@@ -1,10 +1,11 @@
-"""The MCP server behind actgate in the SDK tests: the official Python SDK's MCPServer.
+"""A small CRM as an MCP server, built with the official MCP Python SDK (`pip install mcp`):
+the server behind actgate in the README's MCP walkthrough and in the SDK tests.
 
-    python server.py http      # Streamable HTTP on 127.0.0.1, a free port printed on stdout
-    python server.py stdio     # over stdin/stdout
+    python crm_server.py stdio     # over stdin/stdout (actgate runs it: `command:` upstream)
+    python crm_server.py http      # Streamable HTTP at /mcp on 127.0.0.1, a free port printed first
 
-Every tool it executes is appended to the file named by EXECUTED_LOG (one JSON line per call),
-so a test can assert what the server ran: a denied call must leave no line.
+When EXECUTED_LOG names a file, every tool it executes is appended there (one JSON line per
+call), so a test can assert what the server ran: a denied call leaves no line.
 """
 import json
 import os
@@ -20,8 +21,10 @@ mcp = MCPServer("crm", version="1.0.0", instructions="A CRM behind actgate")
 
 
 def executed(tool: str, args: dict) -> None:
-    with open(os.environ["EXECUTED_LOG"], "a") as f:
-        f.write(json.dumps({"tool": tool, "args": args}) + "\n")
+    log = os.environ.get("EXECUTED_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps({"tool": tool, "args": args}) + "\n")
 
 
 @mcp.tool()
