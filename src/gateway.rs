@@ -571,8 +571,9 @@ impl Gateway {
 
     /// The token stage alone (signature verified already; time, revocation, agent, tenant
     /// checked now), for what needs only a valid token (the MCP handshake, lists,
-    /// notifications). Counted as a decision.
-    pub fn admit(&self, source: Source, claims: Result<&Claims, Reason>) -> Outcome {
+    /// notifications). Not counted: when it is the request's decision, [`Gateway::count`]
+    /// counts it.
+    pub fn admit(&self, claims: Result<&Claims, Reason>) -> Outcome {
         let snapshot = self.snapshot();
         let reason = match claims {
             Err(r) => r,
@@ -581,21 +582,6 @@ impl Gateway {
                 Err(r) => r,
             },
         };
-        let verdict = if reason == Reason::Allowed {
-            "allowed"
-        } else {
-            "denied"
-        };
-        self.metrics
-            .decisions
-            .with_label_values(&[verdict, reason.as_str(), source.as_str()])
-            .inc();
-        if reason.is_token_problem() {
-            self.metrics
-                .token_rejections
-                .with_label_values(&[reason.as_str()])
-                .inc();
-        }
         let claims = claims.ok();
         Outcome {
             reason,
@@ -610,6 +596,26 @@ impl Gateway {
             token_id: claims.map(|c| c.jti.clone()),
             tenant_id: claims.map(|c| c.tenant.clone()),
             snapshot_version: snapshot.version,
+        }
+    }
+
+    /// Counts an outcome [`Gateway::admit`] made the request's decision.
+    pub fn count(&self, source: Source, outcome: &Outcome) {
+        let reason = outcome.reason;
+        let verdict = if outcome.is_allowed() {
+            "allowed"
+        } else {
+            "denied"
+        };
+        self.metrics
+            .decisions
+            .with_label_values(&[verdict, reason.as_str(), source.as_str()])
+            .inc();
+        if reason.is_token_problem() {
+            self.metrics
+                .token_rejections
+                .with_label_values(&[reason.as_str()])
+                .inc();
         }
     }
 

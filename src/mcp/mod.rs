@@ -137,7 +137,7 @@ impl Mcp {
         }
         let tls = self.gw.config().tls.proxy.is_some();
         let body = json!({
-            "resource": format!("{}{}", origin(req, tls), ep.path),
+            "resource": format!("{}{}", origin(req.headers(), req.uri(), tls), ep.path),
             "bearer_methods_supported": ["header"],
             "resource_name": format!("{} (MCP, through actgate)", ep.name),
             "resource_documentation": "https://github.com/actgate/actgate#mcp",
@@ -171,11 +171,6 @@ impl Mcp {
         log: &mut RequestLog<'_>,
     ) -> Result<Response<ProxyBody>, McpError> {
         let tls = snapshot.config.tls.proxy.is_some();
-        let metadata_url = format!(
-            "{}/.well-known/oauth-protected-resource{}",
-            origin(&req, tls),
-            ep.path
-        );
         let method = req.method().clone();
         if !matches!(method, Method::POST | Method::GET | Method::DELETE) {
             return Err(McpError::http_method_not_allowed());
@@ -200,11 +195,10 @@ impl Mcp {
             Ok(c) => sender_check(snapshot, false, identity, &c).map(|()| c),
             Err(r) => Err(r),
         };
-        let admitted = self
-            .gw
-            .admit(Source::Mcp, claims.as_deref().map_err(|r| *r));
+        let admitted = self.gw.admit(claims.as_deref().map_err(|r| *r));
         if !admitted.is_allowed() && ep.mode == Mode::Enforce {
             // The token stage decided: record it, answer 401.
+            self.gw.count(Source::Mcp, &admitted);
             let event = self.event(
                 ep,
                 &admitted,
@@ -218,7 +212,11 @@ impl Mcp {
             return Err(McpError::unauthorized(
                 admitted.reason.as_str(),
                 admitted.message.clone(),
-                &metadata_url,
+                &format!(
+                    "{}/.well-known/oauth-protected-resource{}",
+                    origin(&parts.headers, &parts.uri, tls),
+                    ep.path
+                ),
             ));
         }
         let claims = claims.ok();
@@ -242,6 +240,7 @@ impl Mcp {
             if let Some(sid) = &session_id {
                 session_check(sid)?;
             }
+            self.gw.count(Source::Mcp, &admitted);
             let event = self.event(
                 ep,
                 &admitted,
@@ -302,7 +301,10 @@ impl Mcp {
                     msg.id(),
                 ));
             }
-            Plan::TokenOnly { list } => (admitted, None, list),
+            Plan::TokenOnly { list } => {
+                self.gw.count(Source::Mcp, &admitted);
+                (admitted, None, list)
+            }
             Plan::Decide(call) => {
                 let query = Query {
                     action: &call.action,
@@ -1021,12 +1023,11 @@ fn check_routing_headers(headers: &HeaderMap, msg: &Message) -> Result<(), McpEr
 }
 
 /// `scheme://host` of the request as the client addressed it (for the metadata URL).
-fn origin<B>(req: &Request<B>, tls: bool) -> String {
-    let host = req
-        .headers()
+fn origin(headers: &HeaderMap, uri: &Uri, tls: bool) -> String {
+    let host = headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .filter(|h| {
             h.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
