@@ -305,3 +305,84 @@ async fn the_python_sdk_through_actgate_to_a_stdio_server_in_both_protocol_revis
         std::fs::remove_file(&log).unwrap();
     }
 }
+
+/// The official TypeScript SDK (`@modelcontextprotocol/client`, `tests/mcp_sdk/`, installed by
+/// `npm ci` in scripts/test) as a second client, in both protocol revisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_through_actgate_in_both_protocol_revisions() {
+    let Some(py) = python() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("tests/mcp_sdk/node_modules/@modelcontextprotocol/client")
+            .exists(),
+        "run `npm ci` in tests/mcp_sdk (scripts/test does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("executed.jsonl");
+    let server = start_server(&py, &log);
+    let upstream = format!(
+        "crm-mcp: {{ url: \"http://127.0.0.1:{}/mcp\", timeout: 20s }}",
+        server.port
+    );
+    let gw = TestGateway::start(&config(&upstream, &log)).await;
+    for mode in ["auto", "legacy"] {
+        let agent = gw.agent().await;
+        let (token, _) = gw.token(&agent).await;
+        let url = format!("{}/mcp/crm", gw.proxy);
+        let script = root.join("tests/mcp_sdk/client.mjs");
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("node")
+                .arg(script)
+                .args([&url, &token, mode])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let want = if mode == "legacy" {
+            "2025-11-25"
+        } else {
+            "2026-07-28"
+        };
+        assert_eq!(v["protocol"], want, "{v}");
+        assert_eq!(
+            v["tools"],
+            json!([
+                "get_customer",
+                "greet_user",
+                "list_customers",
+                "send_email",
+                "summarize"
+            ])
+        );
+        assert_eq!(
+            v["allowed"],
+            json!({"isError": false, "text": "customer 42: Ada Lovelace"})
+        );
+        assert_eq!(v["denied_delete"]["isError"], true);
+        assert!(
+            v["denied_rows"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("maxRows 500 > 100"),
+            "{v}"
+        );
+        assert!(v["wildcard"].get("ok").is_none(), "{v}");
+        assert_eq!(v["elicit"]["text"], "Hello, Ada!", "{v}");
+        assert_eq!(v["sample"]["text"], "LLM said: Blue", "{v}");
+        let ran: Vec<String> = executed(&log)
+            .iter()
+            .map(|e| e["tool"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ran, ["get_customer", "greet_user", "summarize"], "{ran:?}");
+        std::fs::remove_file(&log).unwrap();
+    }
+    drop(server);
+}
