@@ -214,7 +214,13 @@ impl DataPlane {
         };
         let message = presented.scrub(&e.message());
         let event = log.refusal_event(e.reason(), message, claims.as_deref());
-        self.gw.audit.record_refusal(event, claims.is_some()).await;
+        // Named by a verified signature, but recorded one by one (never aggregated) only for
+        // a token that is valid now: an expired or revoked one costs its holder nothing, so
+        // its floods go through the refusal budget like anyone's.
+        let valid = claims
+            .as_deref()
+            .is_some_and(|c| self.gw.admit(Ok(c)).is_allowed());
+        self.gw.audit.record_refusal(event, valid).await;
     }
 }
 

@@ -107,13 +107,19 @@ impl<'de> Visitor<'de> for Strict {
 }
 
 /// A key as a case-insensitive matcher sees it: Unicode lower case, plus the folds Go's
-/// `encoding/json` applies (`ſ` → `s`, Kelvin sign → `k`).
+/// `encoding/json` applies (`ſ` → `s`, Kelvin sign → `k`) and those of matchers comparing
+/// upper-case mappings (Java's `equalsIgnoreCase`: dotless `ı` and dotted `İ` → `i`).
 pub fn fold(key: &str) -> String {
     key.chars()
-        .flat_map(char::to_lowercase)
+        .flat_map(|c| match c {
+            // `İ` lower-cases to `i` + a combining dot; either way it reads as `i`.
+            '\u{130}' => 'i'.to_lowercase(),
+            c => c.to_lowercase(),
+        })
         .map(|c| match c {
             '\u{17F}' => 's',
             '\u{212A}' => 'k',
+            '\u{131}' => 'i',
             c => c,
         })
         .collect()
@@ -139,6 +145,8 @@ mod tests {
             r#"{"to": "a@x.com", "To": "b@evil.com"}"#,
             r#"{"bcc": [], "BCC": ["b@evil.com"]}"#,
             r#"{"subject": 1, "\u017fubject": 2}"#,
+            r#"{"limit": 1, "l\u0131m\u0131t": 2}"#,
+            r#"{"limit": 1, "L\u0130MIT": 2}"#,
         ] {
             let err = parse_strict(body.as_bytes(), 8).unwrap_err();
             assert!(err.contains("duplicate key"), "{body}: {err}");

@@ -180,6 +180,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn main() -> ExitCode {
+    // Not dumpable: another process of this user (a stdio MCP server actgate runs, say)
+    // cannot read this one's memory or environment (/proc/<pid>/environ holds API keys).
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("warning: prctl(PR_SET_DUMPABLE, 0) failed: {e}");
+    }
     let cli = Cli::parse();
     let config_path = cli.config;
     let load = || Config::load_default(config_path.as_deref());

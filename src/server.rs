@@ -281,6 +281,7 @@ const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 async fn watch_keys(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
     let dir = gateway.config().keys_dir();
     let mut seen = crate::token::keys::fingerprint(&dir).ok();
+    let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(KEY_CHECK_INTERVAL) => {}
@@ -305,9 +306,12 @@ async fn watch_keys(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || crate::token::KeySet::load(&dir)).await
         };
-        seen = now;
         match loaded {
             Ok(Ok(keys)) => {
+                // Only a change that loaded counts as seen: a failed reload (a retirement
+                // included) is tried again at the next check.
+                seen = now;
+                last_error = None;
                 let before: Vec<String> = gateway.tokens.keys().kids().map(String::from).collect();
                 let after: Vec<String> = keys.kids().map(String::from).collect();
                 let retired: Vec<&String> = before.iter().filter(|k| !after.contains(k)).collect();
@@ -320,7 +324,11 @@ async fn watch_keys(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
                 tracing::info!(active = %active, retired = ?retired, trusted = after.len(), "signing keys reloaded");
             }
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "the key directory changed but does not load; keeping the current keys")
+                let e = e.to_string();
+                if last_error.as_deref() != Some(&e) {
+                    tracing::error!(error = %e, "the key directory changed but does not load; keeping the current keys and trying again every 2 s");
+                    last_error = Some(e);
+                }
             }
             Err(e) => tracing::error!(error = %e, "key reload task failed"),
         }

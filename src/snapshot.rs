@@ -226,9 +226,14 @@ impl Snapshot {
         if claims.expires_at + skew < now {
             return Err(Reason::TokenExpired);
         }
-        // A lifetime longer than tokens.maxTtl was never issued by this gateway's rules: a
-        // token minted with a leaked key, or under an older, laxer config.
-        if claims.expires_at - claims.issued_at > self.config.tokens.max_ttl.as_secs() as i64 + skew
+        // A lifetime longer than tokens.maxTtl was never issued by this gateway's rules (a
+        // token minted with a leaked key, or under an older, laxer config); nor an `iat` in the
+        // future, nor an `exp` further away than maxTtl from now — so no choice of `iat`
+        // stretches a token's life.
+        let max_ttl = self.config.tokens.max_ttl.as_secs() as i64;
+        if claims.expires_at - claims.issued_at > max_ttl + skew
+            || claims.issued_at > now + skew
+            || claims.expires_at > now + max_ttl + skew
         {
             return Err(Reason::TokenInvalid);
         }
@@ -338,6 +343,23 @@ mod tests {
         assert_eq!(reason(&s, &long, None, 1500), Reason::NoMatchingPolicy);
         long.expires_at += 1;
         assert_eq!(reason(&s, &long, None, 1500), Reason::TokenInvalid);
+        // Nor does an `iat` in the future stretch it: exp at most maxTtl (+ skew) from now.
+        let mut future = claims();
+        future.issued_at = 1500 + 365 * 24 * 3600 - 24 * 3600;
+        future.not_before = 1000;
+        future.expires_at = 1500 + 365 * 24 * 3600;
+        assert_eq!(reason(&s, &future, None, 1500), Reason::TokenInvalid);
+        // An `iat` just inside the skew, a lifetime just inside maxTtl + skew, and still an
+        // `exp` beyond now + maxTtl + skew.
+        future.issued_at = 1520;
+        future.expires_at = 1520 + 24 * 3600 + 30;
+        assert_eq!(
+            reason(&s, &future, None, 1500),
+            Reason::TokenInvalid,
+            "exp too far from now"
+        );
+        future.expires_at = 1500 + 24 * 3600 + 30;
+        assert_eq!(reason(&s, &future, None, 1500), Reason::NoMatchingPolicy);
         let q = Query {
             action: "read",
             resource: "api://x",

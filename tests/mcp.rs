@@ -515,6 +515,70 @@ async fn a_session_serves_only_its_agent_and_ends_with_a_revoked_token() {
 }
 
 #[tokio::test]
+async fn sessions_are_bounded_per_agent_and_compressed_messages_refused() {
+    let s = setup_with(false, "").await;
+    let s = Setup {
+        gw: TestGateway::start(
+            &config(&s.up, "")
+                .replace("allowMethods:", "maxSessionsPerAgent: 2\n    allowMethods:"),
+        )
+        .await,
+        ..s
+    };
+    let agent = s.gw.agent().await;
+    let (token, _) = s.gw.token(&agent).await;
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#;
+    for _ in 0..2 {
+        let (status, _, _) = s.send(Some(&token), init, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    s.up.clear();
+    let (status, v, _) = s.send(Some(&token), init, &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maxSessionsPerAgent")
+    );
+    assert!(
+        s.up.seen().is_empty(),
+        "refused before anything is forwarded"
+    );
+    let other = s.gw.agent().await;
+    let (other_token, _) = s.gw.token(&other).await;
+    let (status, _, _) = s.send(Some(&other_token), init, &[]).await;
+    assert_eq!(status, StatusCode::OK, "another agent has its own quota");
+    // A compressed message is refused: actgate decides on the bytes as they came.
+    let (status, v, _) = s
+        .send(
+            Some(&token),
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            &[("content-encoding", "gzip")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    // A GET carries no routing header upstream, and no Accept-Encoding goes anywhere.
+    s.up.clear();
+    let r =
+        s.gw.client
+            .get(format!("{}/mcp/crm", s.gw.proxy))
+            .bearer_auth(&token)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "delete_customer")
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = s.up.seen();
+    assert!(
+        seen[0].headers.get("mcp-method").is_none() && seen[0].headers.get("mcp-name").is_none()
+    );
+    assert!(seen[0].headers.get("accept-encoding").is_none());
+}
+
+#[tokio::test]
 async fn every_message_is_audited_with_method_tool_and_argument_hash_not_the_arguments() {
     let s = setup().await;
     s.call(
@@ -595,9 +659,24 @@ async fn monitor_mode_forwards_would_be_denials_and_audits_them() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(up.calls().len(), 1, "forwarded in monitor mode");
+    // Without a valid token, no session is anyone's to use, even in monitor mode.
+    let r = gw
+        .client
+        .post(format!("{}/mcp/crm", gw.proxy))
+        .header("content-type", "application/json")
+        .header("mcp-session-id", "0123456789abcdef0123456789abcdef")
+        .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let events = gw.audit_events(1).await;
-    assert_eq!(events[0]["reason"], "explicit_deny");
-    assert_eq!(events[0]["enforced"], false);
+    let shadow = events
+        .iter()
+        .find(|e| e["tool"] == "delete_customer")
+        .unwrap();
+    assert_eq!(shadow["reason"], "explicit_deny");
+    assert_eq!(shadow["enforced"], false);
 }
 
 #[tokio::test]

@@ -292,6 +292,20 @@ async fn each_role_may_do_its_job_and_is_refused_the_rest_naming_the_role_needed
     let (s, _) = gw.post("/v1/policies", &auditor, widen.clone()).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
+    // HEAD is GET without a body: it needs what GET needs.
+    let r = gw
+        .client
+        .head(format!("{}/v1/audit", gw.api))
+        .header("X-Api-Key", &enforcer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A path no route serves needs admin: no role learns more from 404 vs 405.
+    let (s, _) = gw.get("/v1/nothing-here", &auditor).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = gw.get("/v1/nothing-here", KEY).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     // Only an admin manages keys; a role refusal comes before the body is read.
     let (s, _) = gw.get("/v1/apikeys", &auditor).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -764,6 +778,74 @@ async fn a_flood_of_unauthenticated_refusals_is_counted_into_summaries_without_s
         !m.contains("actgate_audit_refusals_aggregated_total 0\n"),
         "aggregation counted"
     );
+}
+
+#[tokio::test]
+async fn a_revoked_tokens_flood_of_refusals_goes_through_the_refusal_budget() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&format!("audit: {{ refusalRate: 20 }}\n{}", routes(&up))).await;
+    let agent = gw.agent().await;
+    let (token, token_id) = gw.token(&agent).await;
+    let (s, _) = gw.delete(&format!("/v1/tokens/{token_id}"), KEY).await;
+    assert_eq!(s, StatusCode::OK);
+    let proxy = gw.proxy.trim_start_matches("http://").to_string();
+    let n = 500;
+    let mut req = Vec::new();
+    for i in 0..n {
+        let close = if i == n - 1 {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        req.extend_from_slice(
+            format!(
+                "GET /nowhere HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{close}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    let answer = raw(&proxy, &req).await;
+    assert_eq!(answer.matches("HTTP/1.1 404").count(), n);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = gw.get("/v1/audit?limit=1000&decision=denied", KEY).await;
+        let events = body["events"].as_array().unwrap().clone();
+        let single = events.iter().filter(|e| e["kind"] != "summary").count();
+        let summed: u64 = events
+            .iter()
+            .filter(|e| e["kind"] == "summary")
+            .map(|e| e["count"].as_u64().unwrap())
+            .sum();
+        if single as u64 + summed == n as u64 {
+            assert!(
+                summed > 0 && single < n,
+                "a revoked token is not a pass to one record each"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{single} + {summed} != {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_inspected_body_must_come_uncompressed() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&routes(&up)).await;
+    let agent = gw.agent().await;
+    let (token, _) = gw.token(&agent).await;
+    let r = gw
+        .client
+        .post(format!("{}/email/send", gw.proxy))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("content-encoding", "deflate")
+        .body(r#"{"to": "a@yourcompany.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(up.requests().is_empty());
 }
 
 // 5. No panics on input ------------------------------------------------------------------------

@@ -244,10 +244,10 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next: Ne
     let Some(caller) = caller else {
         return ApiError::Unauthorized.into_response();
     };
-    // The role is checked before anything reads the body.
-    if let Some(need) = permission_for(req.method(), req.uri().path())
-        && let Err(e) = caller.require(need)
-    {
+    // The role is checked before anything reads the body. A call no route names needs
+    // admin: the router answers it with 404 or 405 anyway, and no role learns more.
+    let need = permission_for(req.method(), req.uri().path()).unwrap_or(Permission::Unlisted);
+    if let Err(e) = caller.require(need) {
         return e.into_response();
     }
     req.extensions_mut().insert(caller);
@@ -255,9 +255,12 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next: Ne
 }
 
 /// What a call needs, by method and path; `None` for what no route serves (404 or 405 from
-/// the router). One table, so every route's requirement is read in one place.
+/// the router; the caller then requires admin). One table, so every route's requirement is
+/// read in one place. HEAD is GET without a body (axum serves it with the GET handler), so it
+/// needs what GET needs.
 fn permission_for(method: &axum::http::Method, path: &str) -> Option<Permission> {
     use axum::http::Method as M;
+    let method = if method == M::HEAD { &M::GET } else { method };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let p = match (method, segments.as_slice()) {
         (&M::GET, ["v1", "agents"] | ["v1", "agents", _]) => Permission::Read,

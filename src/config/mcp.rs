@@ -138,9 +138,20 @@ pub(super) fn compile(
             Duration::from_secs(1),
             24 * HOUR,
         );
-        let max_sessions = raw.max_sessions.unwrap_or(10_000);
+        // A legacy session of a stdio server is a process of its own: a small default.
+        let stdio = upstream
+            .and_then(|u| upstreams.get(u))
+            .is_some_and(|u| matches!(u.target, super::UpstreamTarget::Stdio(_)));
+        let max_sessions = raw.max_sessions.unwrap_or(if stdio { 32 } else { 10_000 });
         if !(1..=1_000_000).contains(&max_sessions) {
             p.push(join(&at, "maxSessions"), "must be between 1 and 1000000");
+        }
+        let max_sessions_per_agent = raw.max_sessions_per_agent.unwrap_or(8);
+        if !(1..=10_000).contains(&max_sessions_per_agent) {
+            p.push(
+                join(&at, "maxSessionsPerAgent"),
+                "must be between 1 and 10000",
+            );
         }
         let session_idle_timeout = raw.session_idle_timeout.map_or(HOUR, |d| d.0);
         duration_in(
@@ -163,6 +174,7 @@ pub(super) fn compile(
                 allow_methods,
                 sse_idle_timeout,
                 max_sessions: max_sessions as usize,
+                max_sessions_per_agent: max_sessions_per_agent as usize,
                 session_idle_timeout,
             });
         }

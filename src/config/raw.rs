@@ -213,6 +213,7 @@ pub struct RawMcp {
     pub allow_methods: Option<Vec<String>>,
     pub sse_idle_timeout: Option<Dur>,
     pub max_sessions: Option<u64>,
+    pub max_sessions_per_agent: Option<u64>,
     pub session_idle_timeout: Option<Dur>,
 }
 

@@ -53,6 +53,8 @@ pub struct McpEndpoint {
     pub sse_idle_timeout: Duration,
     /// Most legacy sessions open at once; `initialize` beyond it answers 503.
     pub max_sessions: usize,
+    /// Most legacy sessions one agent holds at once.
+    pub max_sessions_per_agent: usize,
     /// A legacy session unused for this long is forgotten (its next request answers 404, and
     /// the client starts a new one).
     pub session_idle_timeout: Duration,

@@ -121,13 +121,31 @@ impl McpError {
         )
     }
 
-    /// The endpoint's session table is full.
-    pub fn too_many_sessions(max: usize) -> Self {
+    /// The endpoint's or the agent's sessions are at their maximum.
+    pub fn too_many_sessions(full: super::session::Full) -> Self {
+        let message = match full {
+            super::session::Full::Endpoint(max) => format!(
+                "this MCP endpoint holds its maximum of {max} sessions (maxSessions); try again later"
+            ),
+            super::session::Full::Agent(max) => format!(
+                "this agent holds its maximum of {max} sessions on this endpoint (maxSessionsPerAgent); end one (DELETE) or reuse it"
+            ),
+        };
         McpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             code::INVALID_REQUEST,
             "too_many_sessions",
-            format!("this MCP endpoint holds its maximum of {max} sessions; try again later"),
+            message,
+        )
+    }
+
+    /// A compressed (or otherwise encoded) message.
+    pub fn unsupported_encoding() -> Self {
+        McpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::INVALID_REQUEST,
+            "unsupported_media_type",
+            "send the message uncompressed (no Content-Encoding): actgate decides on the bytes as they come",
         )
     }
 

@@ -65,14 +65,17 @@ impl Viewer<'_> {
 
     /// Whether the resource `uri` could be read.
     pub fn resource(&self, uri: &str) -> bool {
-        !uri.chars()
-            .any(|c| matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\') || c.is_control())
+        super::plan::check_uri(uri).is_ok()
             && self.literal("read", &resource_resource(self.ep, uri))
     }
 
     /// Whether some resource of the URI template (RFC 6570) could be read: each `{…}`
     /// expression stands for one value.
     pub fn resource_template(&self, uri_template: &str) -> bool {
+        // The server writes these: a bound on what its automaton can cost.
+        if uri_template.len() > 512 {
+            return false;
+        }
         let mut regex = String::from("^");
         regex.push_str(&regex_syntax::escape(&resource_resource(self.ep, "")));
         let mut rest = uri_template;
@@ -81,7 +84,7 @@ impl Viewer<'_> {
                 return false;
             };
             regex.push_str(&regex_syntax::escape(&rest[..open]));
-            regex.push_str(r"[^/*?\[\]{}\\\x00-\x1f\x7f]+");
+            regex.push_str(r"[^/%*?\[\]{}\\\x00-\x1f\x7f]+");
             rest = &rest[open + close + 1..];
         }
         regex.push_str(&regex_syntax::escape(rest));

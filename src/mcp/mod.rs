@@ -115,11 +115,13 @@ impl Mcp {
     }
 
     fn sessions(&self, ep: &McpEndpoint) -> Arc<Sessions> {
-        Arc::clone(
-            &self.sessions.entry(ep.name.clone()).or_insert_with(|| {
-                Arc::new(Sessions::new(ep.max_sessions, ep.session_idle_timeout))
-            }),
-        )
+        Arc::clone(&self.sessions.entry(ep.name.clone()).or_insert_with(|| {
+            Arc::new(Sessions::new(
+                ep.max_sessions,
+                ep.max_sessions_per_agent,
+                ep.session_idle_timeout,
+            ))
+        }))
     }
 
     /// `GET /.well-known/oauth-protected-resource<path>`: the endpoint's OAuth 2.0 Protected
@@ -232,8 +234,8 @@ impl Mcp {
                         session::Refusal::Unknown => McpError::session_unknown(),
                         session::Refusal::Foreign => McpError::session_foreign(),
                     }),
-                // Monitor mode with no valid token: nothing to bind to.
-                None => Ok(()),
+                // Monitor mode with no valid token: no session is anyone's to use.
+                None => Err(McpError::session_foreign()),
             }
         };
         if method != Method::POST {
@@ -282,6 +284,16 @@ impl Mcp {
         if !is_json(&parts.headers) {
             return Err(McpError::from_proxy(ProxyError::UnsupportedMediaType).with_id(Value::Null));
         }
+        // actgate decides on the bytes as they came: a compressed body would be read one way
+        // here and another by a server that decompresses it.
+        if parts
+            .headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            return Err(McpError::unsupported_encoding());
+        }
         let limits = &snapshot.config.limits;
         let bytes = self.read_body(body, &parts.headers, limits).await?;
         let mut msg =
@@ -294,6 +306,16 @@ impl Mcp {
         // 5. decide
         let plan = plan::plan(ep, &msg).map_err(McpError::malformed)?;
         let rpc_method = msg.method().map(str::to_string);
+        // A handshake takes its session's slot before anything is forwarded: bounded per
+        // endpoint and per agent, concurrent handshakes included.
+        let slot = match (rpc_method.as_deref(), &claims) {
+            (Some("initialize"), Some(c)) => Some(
+                sessions
+                    .reserve(&c.tenant, &c.agent)
+                    .map_err(|full| McpError::too_many_sessions(full).with_id(msg.id()))?,
+            ),
+            _ => None,
+        };
         let (outcome, call, list) = match plan {
             Plan::NotAllowed => {
                 return Err(McpError::method_not_allowed(
@@ -392,10 +414,6 @@ impl Mcp {
             // maxRows and no row count asked: ask for exactly the limit.
             plan::set_rows(&mut msg, ptr, limit);
         }
-        let is_initialize = rpc_method.as_deref() == Some("initialize");
-        if is_initialize && !sessions.has_room() {
-            return Err(McpError::too_many_sessions(ep.max_sessions).with_id(msg.id()));
-        }
         let body = if call
             .as_ref()
             .is_some_and(|c| c.rows.is_none() && c.rows_pointer.is_some())
@@ -423,15 +441,14 @@ impl Mcp {
         let resp = self
             .forward(&fwd, parts, token_kind, body, peer, request_id, log)
             .await?;
-        if is_initialize
+        if let Some(slot) = slot
             && resp.status().is_success()
-            && let Some(c) = &claims
             && let Some(sid) = resp
                 .headers()
                 .get("mcp-session-id")
                 .and_then(|v| v.to_str().ok())
         {
-            sessions.bind(sid, &c.tenant, &c.agent);
+            sessions.bind(slot, sid);
         }
         Ok(resp)
     }
@@ -606,6 +623,13 @@ impl Mcp {
                     .await
             }
             crate::config::UpstreamTarget::Http(_) => {
+                // Answers come back uncompressed (lists are read and filtered), and a GET or
+                // DELETE, which carries no message, carries no routing header either.
+                parts.headers.remove(http::header::ACCEPT_ENCODING);
+                if fwd.rpc_method.is_none() {
+                    parts.headers.remove("mcp-method");
+                    parts.headers.remove("mcp-name");
+                }
                 let target = fwd.snapshot.upstreams.get(&ep.upstream).ok_or_else(|| {
                     McpError::from_proxy(ProxyError::BadGateway(format!(
                         "upstream {} has no client",
@@ -729,6 +753,11 @@ impl Mcp {
             let body = sse::Idle::new(body.boxed(), fwd.ep.sse_idle_timeout);
             return Ok(Response::from_parts(parts, body.boxed()));
         }
+        // A list read whole counts among the bodies buffered at once (limits.maxBufferedBodies).
+        let _slot =
+            self.buffering.acquire().await.map_err(|_| {
+                McpError::from_proxy(ProxyError::BadGateway("shutting down".into()))
+            })?;
         let bytes = collect_bounded(body, MAX_LIST_BYTES).await.map_err(|e| {
             McpError::from_proxy(ProxyError::BadGateway(format!(
                 "reading the list answer: {e}"

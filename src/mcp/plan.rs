@@ -179,6 +179,52 @@ pub fn plan(ep: &McpEndpoint, msg: &Message) -> Result<Plan, Malformed> {
     Ok(Plan::TokenOnly { list })
 }
 
+/// A resource URI actgate decides on must have one reading: it is compared as written, so
+/// anything a server could normalise into another URI is refused — a scheme or authority not
+/// in lower case, a percent-escape, a `.` or `..` segment, an empty segment (`//` in the
+/// path), a backslash, a wildcard or a control character.
+pub fn check_uri(uri: &str) -> Result<(), &'static str> {
+    if uri.chars().any(|c| {
+        matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\' | '%' | '#')
+            || c.is_control()
+            || c.is_whitespace()
+    }) {
+        return Err(
+            "holds a wildcard, `%`, `#`, `\\`, a space or a control character; a resource URI is data, compared as written",
+        );
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Err("is not a URI (scheme:...)");
+    };
+    if scheme.is_empty()
+        || !scheme.starts_with(|c: char| c.is_ascii_lowercase())
+        || !scheme.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-')
+        })
+    {
+        return Err("its scheme must be lower-case letters, digits, `+`, `.` or `-`");
+    }
+    let path = match rest.strip_prefix("//") {
+        Some(after) => {
+            let (authority, path) = after.split_at(after.find('/').unwrap_or(after.len()));
+            if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err("its authority must be in lower case");
+            }
+            path
+        }
+        None => rest,
+    };
+    for (i, segment) in path.split('/').enumerate() {
+        if segment == "." || segment == ".." {
+            return Err("holds a `.` or `..` segment");
+        }
+        if segment.is_empty() && i > 0 {
+            return Err("holds an empty segment (`//` in its path, or a trailing `/`)");
+        }
+    }
+    Ok(())
+}
+
 fn tool_call(ep: &McpEndpoint, msg: &Message) -> Result<Call, Malformed> {
     let params = msg.params();
     let tool = match params.get("name") {
@@ -220,12 +266,16 @@ fn tool_call(ep: &McpEndpoint, msg: &Message) -> Result<Call, Malformed> {
     for name in &mapping.params {
         let value = match args.get(name) {
             Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            // An integer every JSON reader reads exactly (a double-based server would read a
+            // larger one as a neighbouring id).
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|i| i.unsigned_abs() <= MAX_ROWS) => {
+                n.to_string()
+            }
             Some(_) => {
                 return Err(invalid(
                     msg,
                     format!(
-                        "argument {name} fills the resource of tool {tool}: it must be a string or an integer"
+                        "argument {name} fills the resource of tool {tool}: it must be a string or an integer of at most 2^53 - 1"
                     ),
                 ));
             }
@@ -242,7 +292,7 @@ fn tool_call(ep: &McpEndpoint, msg: &Message) -> Result<Call, Malformed> {
             return Err(invalid(
                 msg,
                 format!(
-                    "argument {name} ({value:?}) holds `/`, a wildcard or a control character: a value is data, never a pattern or a path"
+                    "argument {name} is empty, `.` or `..`, or holds `/`, `%`, a wildcard or a control character: a value that names a resource is data, never a pattern or a path"
                 ),
             ));
         }
@@ -405,6 +455,8 @@ mcp:
             r#"{"customer_id": 4.2}"#,
             r#"{"customer_id": ["42"]}"#,
             r#"{"customer_id": null}"#,
+            r#"{"customer_id": 9007199254740993}"#,
+            r#"{"customer_id": "4%32"}"#,
             r#"{}"#,
             r#"{"CUSTOMER_ID": "42"}"#,
         ] {
@@ -470,6 +522,34 @@ mcp:
             (c.action.as_str(), c.resource.as_str()),
             ("get", "mcp://crm/prompts/greet")
         );
+    }
+
+    #[test]
+    fn resource_uris_have_one_reading() {
+        for ok in [
+            "crm://customers/42",
+            "file:///etc/hosts",
+            "urn:isbn:0451450523",
+            "https://example.com/a/b",
+        ] {
+            assert_eq!(check_uri(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "file:///public/../etc/shadow",
+            "file:///public/./x",
+            "FILE:///etc/passwd",
+            "file:///%65tc/passwd",
+            "file:////etc/passwd",
+            "crm://Customers/42",
+            "crm://customers/42/",
+            "crm://customers/*",
+            "crm://customers/4 2",
+            "crm://customers/42#x",
+            "no-scheme",
+            "crm:\\\\x",
+        ] {
+            assert!(check_uri(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

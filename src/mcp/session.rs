@@ -1,16 +1,26 @@
 //! Legacy MCP sessions (`Mcp-Session-Id`), each bound to the agent and tenant whose token
 //! opened it: another token cannot use it, and an id actgate never saw opened is refused.
 //!
-//! Bounded: at most `maxSessions` per endpoint; one idle for `sessionIdleTimeout` is
-//! forgotten (its next request answers 404 and the client opens a new one); when full,
-//! idle ones are swept before a new one is refused. Session ids are kept as their SHA-256,
-//! so a memory dump does not hand them out.
+//! Bounded: at most `maxSessions` per endpoint and `maxSessionsPerAgent` per agent, counted
+//! from the moment an `initialize` is let through (a reserved slot), so concurrent handshakes
+//! cannot overshoot; one idle for `sessionIdleTimeout` is forgotten (its next request answers
+//! 404 and the client opens a new one); when full, idle ones are swept before a new one is
+//! refused. Session ids are kept as their SHA-256, so a memory dump does not hand them out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+/// Why a new session is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The endpoint holds its maximum.
+    Endpoint(usize),
+    /// The agent holds its maximum.
+    Agent(usize),
+}
 
 /// Why a session id is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +41,22 @@ struct Binding {
 pub struct Sessions {
     map: Mutex<HashMap<[u8; 32], Binding>>,
     max: usize,
+    per_agent: usize,
     idle: Duration,
+}
+
+/// A slot taken for a session being opened; released on drop unless [`Sessions::bind`] used it.
+pub struct Reservation<'s> {
+    sessions: &'s Sessions,
+    key: [u8; 32],
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.sessions.map.lock() {
+            map.remove(&self.key);
+        }
+    }
 }
 
 fn key(id: &str) -> [u8; 32] {
@@ -39,39 +64,61 @@ fn key(id: &str) -> [u8; 32] {
 }
 
 impl Sessions {
-    /// A table of at most `max` sessions forgotten after `idle`.
-    pub fn new(max: usize, idle: Duration) -> Sessions {
+    /// A table of at most `max` sessions, `per_agent` of any one agent, each forgotten after
+    /// `idle`.
+    pub fn new(max: usize, per_agent: usize, idle: Duration) -> Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
             max,
+            per_agent,
             idle,
         }
     }
 
-    /// Whether a new session fits (sweeping idle ones when full).
-    pub fn has_room(&self) -> bool {
+    /// Takes a slot for a session `agent` is opening (sweeping idle sessions when full).
+    pub fn reserve(&self, tenant: &str, agent: &str) -> Result<Reservation<'_>, Full> {
         let Ok(mut map) = self.map.lock() else {
-            return false;
+            return Err(Full::Endpoint(self.max));
         };
-        if map.len() < self.max {
-            return true;
+        let count = |map: &HashMap<[u8; 32], Binding>| {
+            map.values()
+                .filter(|b| &*b.agent == agent && &*b.tenant == tenant)
+                .count()
+        };
+        if map.len() >= self.max || count(&map) >= self.per_agent {
+            let idle = self.idle;
+            map.retain(|_, b| b.last_used.elapsed() < idle);
         }
-        let idle = self.idle;
-        map.retain(|_, b| b.last_used.elapsed() < idle);
-        map.len() < self.max
+        if map.len() >= self.max {
+            return Err(Full::Endpoint(self.max));
+        }
+        if count(&map) >= self.per_agent {
+            return Err(Full::Agent(self.per_agent));
+        }
+        let mut slot = [0u8; 32];
+        crate::ids::fill(&mut slot);
+        map.insert(
+            slot,
+            Binding {
+                tenant: tenant.into(),
+                agent: agent.into(),
+                last_used: Instant::now(),
+            },
+        );
+        Ok(Reservation {
+            sessions: self,
+            key: slot,
+        })
     }
 
-    /// Binds a session the upstream just opened to the agent whose token opened it.
-    pub fn bind(&self, id: &str, tenant: &str, agent: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            map.insert(
-                key(id),
-                Binding {
-                    tenant: tenant.into(),
-                    agent: agent.into(),
-                    last_used: Instant::now(),
-                },
-            );
+    /// Binds a session the upstream just opened to the agent whose token opened it, in the
+    /// slot reserved for it.
+    pub fn bind(&self, slot: Reservation<'_>, id: &str) {
+        if let Ok(mut map) = self.map.lock()
+            && let Some(mut b) = map.remove(&slot.key)
+        {
+            b.last_used = Instant::now();
+            map.insert(key(id), b);
         }
     }
 
@@ -117,10 +164,15 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    fn open(s: &Sessions, id: &str, tenant: &str, agent: &str) {
+        let slot = s.reserve(tenant, agent).unwrap();
+        s.bind(slot, id);
+    }
+
     #[test]
     fn a_session_serves_only_the_agent_that_opened_it() {
-        let s = Sessions::new(2, Duration::from_secs(60));
-        s.bind("abc", "t", "agent_a");
+        let s = Sessions::new(2, 2, Duration::from_secs(60));
+        open(&s, "abc", "t", "agent_a");
         assert_eq!(s.check("abc", "t", "agent_a"), Ok(()));
         assert_eq!(s.check("abc", "t", "agent_b"), Err(Refusal::Foreign));
         assert_eq!(s.check("abc", "u", "agent_a"), Err(Refusal::Foreign));
@@ -130,13 +182,24 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_bounded_and_idle_sessions_make_room() {
-        let s = Sessions::new(2, Duration::from_millis(30));
-        s.bind("a", "t", "x");
-        s.bind("b", "t", "x");
-        assert!(!s.has_room());
+    fn the_table_is_bounded_per_endpoint_and_per_agent_and_idle_sessions_make_room() {
+        let s = Sessions::new(3, 2, Duration::from_millis(30));
+        open(&s, "a", "t", "x");
+        let pending = s.reserve("t", "x").unwrap();
+        assert_eq!(
+            s.reserve("t", "x").err(),
+            Some(Full::Agent(2)),
+            "a pending handshake counts"
+        );
+        open(&s, "c", "t", "y");
+        assert_eq!(s.reserve("t", "z").err(), Some(Full::Endpoint(3)));
+        drop(pending);
+        assert!(
+            s.reserve("t", "z").is_ok(),
+            "an abandoned reservation frees its slot"
+        );
         std::thread::sleep(Duration::from_millis(40));
-        assert!(s.has_room(), "idle ones were swept");
+        assert!(s.reserve("t", "x").is_ok(), "idle ones were swept");
         assert_eq!(s.check("a", "t", "x"), Err(Refusal::Unknown));
     }
 }

@@ -50,7 +50,11 @@ struct Child {
     /// The session's event stream (GET), when one is open.
     stream: std::sync::Mutex<Option<mpsc::Sender<Value>>>,
     /// The most recent request still waiting: where server requests and notifications go.
+    /// Only a session's child (one agent) has one; a shared child's server-initiated messages
+    /// cannot be attributed to an agent, so they are dropped.
     current: std::sync::Mutex<Option<String>>,
+    /// Shared by every agent's stateless requests.
+    shared: bool,
     alive: std::sync::atomic::AtomicBool,
     last_used: std::sync::Mutex<Instant>,
     process: Mutex<tokio::process::Child>,
@@ -58,7 +62,11 @@ struct Child {
 }
 
 impl Child {
-    async fn spawn(ep: &McpEndpoint, command: &StdioCommand) -> Result<Arc<Child>, String> {
+    async fn spawn(
+        ep: &McpEndpoint,
+        command: &StdioCommand,
+        shared: bool,
+    ) -> Result<Arc<Child>, String> {
         let mut cmd = tokio::process::Command::new(&command.argv[0]);
         cmd.args(&command.argv[1..])
             .env_clear()
@@ -83,6 +91,7 @@ impl Child {
             pending: std::sync::Mutex::new(HashMap::new()),
             stream: std::sync::Mutex::new(None),
             current: std::sync::Mutex::new(None),
+            shared,
             alive: std::sync::atomic::AtomicBool::new(true),
             last_used: std::sync::Mutex::new(Instant::now()),
             process: Mutex::new(process),
@@ -135,6 +144,8 @@ impl Child {
         let target = if is_response {
             let id = msg.get("id").and_then(Value::as_str).map(str::to_string);
             id.and_then(|id| self.pending.lock().ok().and_then(|p| p.get(&id).cloned()))
+        } else if self.shared {
+            None
         } else {
             let current = self.current.lock().ok().and_then(|c| c.clone());
             let to_request =
@@ -443,7 +454,7 @@ impl Pool {
             };
         }
         if is_initialize {
-            let child = Child::spawn(ep, command)
+            let child = Child::spawn(ep, command, false)
                 .await
                 .map_err(ProxyError::BadGateway)?;
             let mut raw = [0u8; 16];
@@ -509,7 +520,7 @@ impl Pool {
                 ep.name, entry.backoff
             )));
         }
-        match Child::spawn(ep, command).await {
+        match Child::spawn(ep, command, true).await {
             Ok(c) => {
                 entry.child = Some(Arc::clone(&c));
                 Ok(c)

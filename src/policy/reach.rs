@@ -23,12 +23,12 @@ use regex_automata::dfa::{Automaton, StartKind, dense};
 use regex_automata::util::start;
 use regex_automata::{Anchored, util::syntax};
 
-/// Most state pairs visited by one walk.
-const MAX_PAIRS: usize = 200_000;
+/// Most state pairs visited by one walk (each costs 256 transitions).
+const MAX_PAIRS: usize = 20_000;
 /// Largest DFA built for one pattern, bytes.
-const MAX_DFA_BYTES: usize = 4 << 20;
-/// Most DFAs kept; the cache is emptied when it is full.
-const MAX_CACHED: usize = 4096;
+const MAX_DFA_BYTES: usize = 1 << 20;
+/// Most memory the cached DFAs take; the cache is emptied when it would exceed it.
+const MAX_CACHED_BYTES: usize = 32 << 20;
 
 type Dfa = dense::DFA<Vec<u32>>;
 
@@ -36,7 +36,13 @@ type Dfa = dense::DFA<Vec<u32>>;
 /// snapshot.
 #[derive(Default)]
 pub struct Reach {
-    dfas: Mutex<HashMap<String, Option<Arc<Dfa>>>>,
+    dfas: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    map: HashMap<String, Option<Arc<Dfa>>>,
+    bytes: usize,
 }
 
 impl std::fmt::Debug for Reach {
@@ -82,16 +88,19 @@ impl Reach {
 
     fn dfa(&self, regex: &str) -> Option<Arc<Dfa>> {
         if let Ok(cache) = self.dfas.lock()
-            && let Some(found) = cache.get(regex)
+            && let Some(found) = cache.map.get(regex)
         {
             return found.clone();
         }
         let built = build(regex).map(Arc::new);
         if let Ok(mut cache) = self.dfas.lock() {
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
+            let size = regex.len() + built.as_ref().map_or(0, |d| d.memory_usage());
+            if cache.bytes + size > MAX_CACHED_BYTES {
+                cache.map.clear();
+                cache.bytes = 0;
             }
-            cache.insert(regex.to_string(), built.clone());
+            cache.bytes += size;
+            cache.map.insert(regex.to_string(), built.clone());
         }
         built
     }

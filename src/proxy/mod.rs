@@ -154,34 +154,47 @@ impl Proxy {
         } else {
             None
         };
-        let (body, recipients): (ProxyBody, Option<Vec<String>>) =
-            if early || (route.recipients.is_empty() && override_body.is_none()) {
-                (Limited::new(body, limits.max_body_bytes).boxed(), None)
-            } else {
-                if !route.recipients.is_empty() && !is_json(&parts.headers) {
-                    return Err(ProxyError::UnsupportedMediaType);
-                }
-                let bytes = self.buffer_body(body, limits).await?;
-                let mut recipients = None;
-                match override_body {
-                    Some(OverrideBody::Form) => extract::method_override_form(&bytes)?,
-                    Some(OverrideBody::Multipart) => extract::method_override_multipart(&bytes)?,
-                    Some(OverrideBody::Json) | None => {
-                        let json = crate::json::parse_strict(&bytes, limits.max_json_depth)
-                            .map_err(|e| {
-                                ProxyError::bad_request(format!("body is not valid JSON: {e}"))
-                            })?;
-                        extract::method_override_json(&json)?;
-                        if !route.recipients.is_empty() {
-                            recipients = Some(extract::recipients(&json, &route.recipients)?);
-                        }
+        let (body, recipients): (ProxyBody, Option<Vec<String>>) = if early
+            || (route.recipients.is_empty() && override_body.is_none())
+        {
+            (Limited::new(body, limits.max_body_bytes).boxed(), None)
+        } else {
+            if !route.recipients.is_empty() && !is_json(&parts.headers) {
+                return Err(ProxyError::UnsupportedMediaType);
+            }
+            // A body actgate reads is read as it came: compressed, it would be read one
+            // way here and another by an upstream that decompresses it.
+            if parts
+                .headers
+                .get_all(http::header::CONTENT_ENCODING)
+                .iter()
+                .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+            {
+                return Err(ProxyError::bad_request(
+                    "a body actgate inspects (recipients, method overrides) must be sent uncompressed: no Content-Encoding",
+                ));
+            }
+            let bytes = self.buffer_body(body, limits).await?;
+            let mut recipients = None;
+            match override_body {
+                Some(OverrideBody::Form) => extract::method_override_form(&bytes)?,
+                Some(OverrideBody::Multipart) => extract::method_override_multipart(&bytes)?,
+                Some(OverrideBody::Json) | None => {
+                    let json =
+                        crate::json::parse_strict(&bytes, limits.max_json_depth).map_err(|e| {
+                            ProxyError::bad_request(format!("body is not valid JSON: {e}"))
+                        })?;
+                    extract::method_override_json(&json)?;
+                    if !route.recipients.is_empty() {
+                        recipients = Some(extract::recipients(&json, &route.recipients)?);
                     }
                 }
-                (
-                    Full::new(bytes).map_err(|never| match never {}).boxed(),
-                    recipients,
-                )
-            };
+            }
+            (
+                Full::new(bytes).map_err(|never| match never {}).boxed(),
+                recipients,
+            )
+        };
         let query = Query {
             action: &route.action,
             resource: &resource,

@@ -142,18 +142,18 @@ impl ResourceTemplate {
 }
 
 /// The bytes a placeholder value may hold, as a regex class (at least one).
-const VALUE_CLASS: &str = r"[^/*?\[\]{}\\\x00-\x1f\x7f]+";
+const VALUE_CLASS: &str = r"[^/%*?\[\]{}\\\x00-\x1f\x7f]+";
 
-/// Whether a value may fill a placeholder: non-empty, not `.` or `..`, and none of `/`, `*`,
-/// `?`, `[`, `]`, `{`, `}`, `\` or a control character — it is data, and must not read as a
-/// path or a glob.
+/// Whether an MCP argument may fill a placeholder: non-empty, not `.` or `..`, and none of
+/// `/`, `%`, `*`, `?`, `[`, `]`, `{`, `}`, `\` or a control character — it is data, and must
+/// not read as a path, an escape or a glob wherever the server puts it.
 pub fn is_placeholder_value(v: &str) -> bool {
     !v.is_empty()
         && v != "."
         && v != ".."
-        && !v
-            .chars()
-            .any(|c| matches!(c, '/' | '*' | '?' | '[' | ']' | '{' | '}' | '\\') || c.is_control())
+        && !v.chars().any(|c| {
+            matches!(c, '/' | '%' | '*' | '?' | '[' | ']' | '{' | '}' | '\\') || c.is_control()
+        })
 }
 
 fn check_literal(s: &str) -> Result<(), String> {

@@ -189,6 +189,8 @@ pub enum Permission {
     Enforce,
     /// Create, list or delete API keys.
     ManageKeys,
+    /// Anything no route serves (answered 404 or 405): admin only, so no role learns more.
+    Unlisted,
 }
 
 impl Permission {
@@ -202,6 +204,7 @@ impl Permission {
             Permission::Tokens => "issue or revoke tokens",
             Permission::Enforce => "ask for decisions",
             Permission::ManageKeys => "manage API keys",
+            Permission::Unlisted => "make this call",
         }
     }
 
@@ -209,7 +212,10 @@ impl Permission {
     pub fn least_role(self) -> &'static str {
         match self {
             Permission::Read | Permission::ReadAudit => "auditor",
-            Permission::WriteAgents | Permission::WritePolicies | Permission::ManageKeys => "admin",
+            Permission::WriteAgents
+            | Permission::WritePolicies
+            | Permission::ManageKeys
+            | Permission::Unlisted => "admin",
             Permission::Tokens => "issuer",
             Permission::Enforce => "enforcer (or issuer)",
         }

@@ -155,7 +155,15 @@ async fn handle(
     let answer = json!({"jsonrpc": "2.0", "id": id, "result": result});
     let mut resp = Response::builder().status(200);
     if method == "initialize" {
-        resp = resp.header("mcp-session-id", "0123456789abcdef0123456789abcdef");
+        // A new session each time, numbered (the first is 0123456789abcdef0123456789abcdef).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sid = if n == 0 {
+            "0123456789abcdef0123456789abcdef".to_string()
+        } else {
+            format!("{n:032x}")
+        };
+        resp = resp.header("mcp-session-id", sid);
     }
     let resp = if sse {
         let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}});
