@@ -145,6 +145,7 @@ impl Gateway {
         } else {
             Metrics::new()
         };
+        metrics.preregister_mcp(config.mcp.endpoints().iter().map(|e| e.name.as_str()));
         let tokens = Tokens::new(
             keys,
             config.tokens.cache_capacity,

@@ -53,8 +53,11 @@ async fn traffic() -> (TestGateway, Upstream, String, String) {
     let extra = format!(
         r#"
 upstreams:
-  crm: {{ url: "{}", timeout: 5s }}
+  crm: {{ url: "{0}", timeout: 5s }}
+  crm-mcp: {{ url: "{0}/mcp", timeout: 5s }}
   down: {{ url: "http://127.0.0.1:1", timeout: 5s }}
+mcp:
+  - {{ name: crm, path: /mcp/crm, upstream: crm-mcp, tools: {{ get_customer: {{ action: read, resource: "api://crm/customers/{{customer_id}}" }} }} }}
 routes:
   - {{ name: get-customer, method: GET, path: "/crm/customers/{{id}}", upstream: crm, action: read, resource: "api://crm/customers/{{id}}" }}
   - {{ name: down, method: GET, path: /down, upstream: down, action: read, resource: "api://crm/customers/down" }}
@@ -89,6 +92,15 @@ policies:
         .unwrap();
     gw.enforce(&token, "read", "api://crm/customers/9", json!({}))
         .await;
+    // An MCP tool call (denied: no policy allows `call` on it), answered by actgate.
+    gw.client
+        .post(format!("{}/mcp/crm", gw.proxy))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"export_all"}}"#)
+        .send()
+        .await
+        .unwrap();
     gw.audit_events(3).await;
     (gw, up, token, agent)
 }
@@ -140,7 +152,8 @@ async fn live_metrics_pass_promtool_and_cover_the_dashboard_and_alerts() {
             .unwrap();
     let mut exprs = String::new();
     for panel in dashboard["panels"].as_array().unwrap() {
-        for t in panel["targets"].as_array().unwrap() {
+        // Rows have no queries of their own.
+        for t in panel["targets"].as_array().into_iter().flatten() {
             exprs.push_str(t["expr"].as_str().unwrap());
             exprs.push('\n');
         }

@@ -122,6 +122,20 @@ impl Metrics {
         m
     }
 
+    /// Registers zeros for the MCP endpoints' common series, so dashboards show them before
+    /// the first message.
+    pub fn preregister_mcp<'a>(&self, endpoints: impl Iterator<Item = &'a str>) {
+        for ep in endpoints {
+            for method in ["tools/call", "tools/list"] {
+                for decision in ["allowed", "denied"] {
+                    let tool = if method == "tools/call" { "other" } else { "-" };
+                    self.mcp_requests
+                        .with_label_values(&[ep, method, tool, decision]);
+                }
+            }
+        }
+    }
+
     /// Counts a decision for an agent, when per-agent labels are on.
     pub fn agent_decision(&self, agent: &str, decision: &str) {
         let Some(labels) = &self.agent_decisions else {
