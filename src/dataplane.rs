@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::audit::{AuditEvent, Source};
+use crate::audit::{AuditEvent, DecisionRecord, Source};
 use crate::gateway::Gateway;
 use crate::ids::sequential_id;
 use crate::listener;
@@ -35,6 +35,15 @@ use crate::snapshot::Snapshot;
 use crate::telemetry::status_class;
 use crate::tls::{ClientIdentity, ServerTls};
 use crate::token::Claims;
+
+thread_local! {
+    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The proxy worker the calling thread is (`None` off the data plane's threads).
+pub fn worker_index() -> Option<usize> {
+    WORKER.get()
+}
 
 /// A refusal of either gateway.
 #[derive(Debug)]
@@ -97,24 +106,81 @@ impl DataPlane {
         &self.mcp
     }
 
-    /// Serves `listener` (with TLS when given) until `stop` turns true, then drains in-flight
-    /// requests for at most `limits.drainTimeout`.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
+    /// Serves `listener` (with TLS when given) on `workers` threads until `stop` turns true,
+    /// then drains in-flight requests for at most `limits.drainTimeout`. Each worker runs its
+    /// own single-threaded runtime and accepts from the one listening socket (the kernel hands
+    /// each connection to one of them); a connection, its requests and its upstream
+    /// connections then stay on that thread — no hand-off, no cross-thread wake-up. The
+    /// workers share the connection limit. The returned future ends when every worker has
+    /// stopped and dropped its connections.
+    ///
+    /// One socket shared, rather than one `SO_REUSEPORT` socket per worker: any process of the
+    /// same user could join a reuseport group and be handed a share of the connections (with
+    /// their tokens); a shared socket cannot be joined.
+    pub fn spawn_workers(
+        self: &Arc<Self>,
+        listener: std::net::TcpListener,
+        workers: usize,
         tls: Option<Arc<ServerTls>>,
         stop: watch::Receiver<bool>,
+    ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+        let limits = self.gw.config().limits.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        let rejected = self
+            .gw
+            .metrics
+            .connections_rejected
+            .with_label_values(&["proxy"]);
+        listener.set_nonblocking(true)?;
+        let mut stopped = Vec::with_capacity(workers);
+        for i in 0..workers.max(1) {
+            let listener = listener.try_clone()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let opts = listener::Options {
+                name: "proxy",
+                limits: limits.clone(),
+                tls: tls.clone(),
+                rejected: rejected.clone(),
+                slots: Arc::clone(&slots),
+            };
+            let plane = Arc::clone(self);
+            let stop = stop.clone();
+            let (done, wait) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("actgate-proxy-{i}"))
+                .spawn(move || {
+                    WORKER.set(Some(i));
+                    runtime.block_on(async {
+                        match TcpListener::from_std(listener) {
+                            Ok(l) => Arc::clone(&plane).serve(l, opts, stop).await,
+                            Err(e) => {
+                                tracing::error!(worker = i, error = %e, "proxy worker cannot use the listener")
+                            }
+                        }
+                    });
+                    // Connections still open after the drain are dropped with the runtime
+                    // (their requests get their records), before the gateway may stop.
+                    drop(runtime);
+                    drop(plane);
+                    let _ = done.send(());
+                })?;
+            stopped.push(wait);
+        }
+        Ok(async move {
+            for w in stopped {
+                let _ = w.await;
+            }
+        })
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        opts: listener::Options,
+        stop: watch::Receiver<bool>,
     ) {
-        let opts = listener::Options {
-            name: "proxy",
-            limits: self.gw.config().limits.clone(),
-            tls,
-            rejected: self
-                .gw
-                .metrics
-                .connections_rejected
-                .with_label_values(&["proxy"]),
-        };
         let plane = Arc::clone(&self);
         listener::serve(
             listener,
@@ -366,6 +432,9 @@ pub struct RequestLog<'g> {
     pub(crate) claims: Option<Arc<Claims>>,
     /// Which gateway of the data plane served it.
     pub(crate) source: Source,
+    /// The decision's record, until the outcome is known (dropped with the request
+    /// otherwise, which records the decision as it is).
+    pub(crate) record: Option<DecisionRecord>,
 }
 
 impl<'g> RequestLog<'g> {
@@ -383,6 +452,15 @@ impl<'g> RequestLog<'g> {
             audited: false,
             claims: None,
             source: Source::Proxy,
+            record: None,
+        }
+    }
+
+    /// What became of the forwarded request (the upstream's status, or the reason code of
+    /// its failure), recorded with its decision.
+    pub(crate) fn outcome(&mut self, status: Option<u16>, error: Option<&str>) {
+        if let Some(record) = self.record.take() {
+            record.finish(status, error, self.started.elapsed().as_micros() as u64);
         }
     }
 

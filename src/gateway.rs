@@ -507,6 +507,7 @@ impl Outcome {
             route: None,
             method: None,
             upstream_status: None,
+            upstream_error: None,
             latency_us: None,
             snapshot_version: self.snapshot_version,
             count: None,

@@ -36,6 +36,9 @@ pub struct Options {
     pub tls: Option<Arc<ServerTls>>,
     /// Counts connections refused at `limits.maxConnections`.
     pub rejected: IntCounter,
+    /// The listener's connection slots (`limits.maxConnections`), shared by the threads that
+    /// serve it.
+    pub slots: Arc<Semaphore>,
 }
 
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -78,7 +81,7 @@ pub async fn serve<F, S, B>(
 {
     let builder = Arc::new(builder(&opts.limits));
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(opts.limits.max_connections));
+    let slots = Arc::clone(&opts.slots);
     let make = Arc::new(make);
     loop {
         let (stream, peer) = tokio::select! {

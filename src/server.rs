@@ -81,10 +81,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut servers = JoinSet::new();
 
     let plane = crate::dataplane::DataPlane::new(Arc::clone(&gateway));
-    servers.spawn(Arc::clone(&plane).serve(proxy_listener, proxy_tls.clone(), stop.subscribe()));
+    let workers = plane
+        .spawn_workers(
+            proxy_listener
+                .into_std()
+                .map_err(|e| StartError::DataDir(format!("listen.proxy: {e}")))?,
+            gateway.config().listen.workers,
+            proxy_tls.clone(),
+            stop.subscribe(),
+        )
+        .map_err(|e| StartError::DataDir(format!("cannot start the proxy workers: {e}")))?;
+    servers.spawn(workers);
     let router = crate::api::router(Arc::clone(&gateway));
     let opts = crate::listener::Options {
         name: "api",
+        slots: Arc::new(tokio::sync::Semaphore::new(api_limits.max_connections)),
         limits: api_limits,
         tls: api_tls.clone(),
         rejected: gateway

@@ -507,3 +507,82 @@ policies:
     let ok = log::verify(&data.join("audit"), &|kid| keys.get(kid).cloned(), &[]).unwrap();
     assert!(ok.records as usize >= received.len());
 }
+
+/// The records of a stopped gateway's log, oldest first.
+fn records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    log::read_from(&audit_dir(dir), 0, |r| {
+        out.push(serde_json::to_value(&r.event).unwrap())
+    })
+    .unwrap();
+    out
+}
+
+async fn forward_fast_and_abandon_slow(durability: &str) -> tempfile::TempDir {
+    let up = Upstream::start().await;
+    let extra = format!(
+        r#"
+audit: {{ durability: {durability} }}
+upstreams: {{ crm: {{ url: "{}", timeout: 5s }} }}
+routes:
+  - {{ name: get-customer, method: GET, path: "/crm/customers/{{id}}", upstream: crm, action: read, resource: "api://crm/customers/{{id}}" }}
+  - {{ name: slow, method: GET, path: "/slow/{{id}}", upstream: crm, action: read, resource: "api://crm/slow/{{id}}" }}
+policies:
+  - {{ name: read, actions: [read], resources: ["api://crm/**"], effect: allow }}
+"#,
+        up.url()
+    );
+    let gw = TestGateway::start(&extra).await;
+    let agent = gw.agent().await;
+    let (token, _) = gw.token(&agent).await;
+    let ok = gw
+        .client
+        .get(format!("{}/crm/customers/7", gw.proxy))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "{}", ok.text().await.unwrap());
+    // The client gives up while the upstream takes its time.
+    let gone = gw
+        .client
+        .get(format!("{}/slow/1", gw.proxy))
+        .bearer_auth(&token)
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(gone.is_err());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.stop().await
+}
+
+#[tokio::test]
+async fn batched_mode_writes_one_record_per_request_with_its_outcome_and_keeps_abandoned_ones() {
+    let dir = forward_fast_and_abandon_slow("batched").await;
+    let recs = records(dir.path());
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    assert!(recs.iter().all(|r| r["kind"] == "decision"), "{recs:#?}");
+    let ok = recs.iter().find(|r| r["route"] == "get-customer").unwrap();
+    assert_eq!(ok["decision"], "allowed");
+    assert_eq!(ok["upstreamStatus"], 200);
+    assert!(ok["latencyUs"].as_u64().is_some());
+    // Abandoned mid-forward: the decision is recorded, with no outcome.
+    let slow = recs.iter().find(|r| r["route"] == "slow").unwrap();
+    assert_eq!(slow["decision"], "allowed");
+    assert!(slow.get("upstreamStatus").is_none(), "{slow}");
+    verify(dir.path()).unwrap();
+}
+
+#[tokio::test]
+async fn strict_mode_commits_the_decision_first_and_the_outcome_after() {
+    let dir = forward_fast_and_abandon_slow("strict").await;
+    let recs = records(dir.path());
+    let decision = recs.iter().find(|r| r["route"] == "get-customer").unwrap();
+    let outcome = recs
+        .iter()
+        .find(|r| r["kind"] == "outcome" && r["decisionId"] == decision["id"])
+        .unwrap_or_else(|| panic!("{recs:#?}"));
+    assert_eq!(outcome["upstreamStatus"], 200);
+    assert!(decision["seq"].as_u64() < outcome["seq"].as_u64());
+    assert!(recs.iter().any(|r| r["route"] == "slow"));
+}

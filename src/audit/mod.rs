@@ -133,6 +133,10 @@ pub struct AuditEvent {
     /// Upstream status (proxy, when forwarded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
+    /// Why a forwarded request got no upstream answer (`upstream_timeout`, `upstream_error`,
+    /// `body_too_large`), in a decision record that carries its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_error: Option<String>,
     /// Time from request to decision or response, microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
@@ -192,6 +196,7 @@ impl AuditEvent {
             route: None,
             method: None,
             upstream_status: None,
+            upstream_error: None,
             latency_us: None,
             snapshot_version: 0,
             count: None,
@@ -307,6 +312,114 @@ pub(crate) struct Job {
     done: Option<oneshot::Sender<Result<u64, AuditError>>>,
 }
 
+/// A decision's audit record, travelling with its request until the outcome is known.
+///
+/// - `batched`: the record waits in a queue slot reserved when the decision was made (so it
+///   cannot be refused for room later), and is queued once, at the end, with the outcome
+///   folded in: one record per request. A request dropped before its outcome (the client went
+///   away) queues it as it is.
+/// - `strict`: the decision record was committed before anything was forwarded; the outcome
+///   follows as a record of its own, naming its decision.
+/// - `off`: nothing.
+#[must_use = "a decision record is queued when finished or dropped"]
+pub struct DecisionRecord {
+    held: Held,
+}
+
+enum Held {
+    Nothing,
+    Slot {
+        permit: mpsc::OwnedPermit<Job>,
+        event: Box<AuditEvent>,
+    },
+    Committed {
+        sink: AuditSink,
+        decision: Box<Decided>,
+    },
+}
+
+struct Decided {
+    id: String,
+    tenant_id: String,
+    source: Source,
+    request_id: String,
+    enforced: bool,
+    snapshot_version: u64,
+}
+
+impl DecisionRecord {
+    /// No record (audit off).
+    pub fn none() -> DecisionRecord {
+        DecisionRecord {
+            held: Held::Nothing,
+        }
+    }
+
+    /// Records what became of the forwarded request: the upstream's status, or why there is
+    /// none (`error`, a reason code), and the latency from the request's start.
+    pub fn finish(mut self, status: Option<u16>, error: Option<&str>, latency_us: u64) {
+        match std::mem::replace(&mut self.held, Held::Nothing) {
+            Held::Nothing => {}
+            Held::Slot { permit, mut event } => {
+                event.upstream_status = status;
+                event.upstream_error = error.map(str::to_string);
+                event.latency_us = Some(latency_us);
+                permit.send(Job {
+                    event: *event,
+                    done: None,
+                });
+            }
+            Held::Committed { sink, decision } => {
+                let (time, time_ms) = now_stamp();
+                sink.record_outcome(AuditEvent {
+                    seq: 0,
+                    kind: EventKind::Outcome,
+                    id: crate::ids::sequential_id("aud_"),
+                    decision_id: Some(decision.id),
+                    time,
+                    time_ms,
+                    tenant_id: decision.tenant_id,
+                    source: decision.source,
+                    request_id: decision.request_id,
+                    agent_id: None,
+                    token_id: None,
+                    action: String::new(),
+                    resource: String::new(),
+                    decision: String::new(),
+                    reason: error.unwrap_or_default().to_string(),
+                    policy_id: None,
+                    message: String::new(),
+                    enforced: decision.enforced,
+                    route: None,
+                    method: None,
+                    upstream_status: status,
+                    upstream_error: None,
+                    latency_us: Some(latency_us),
+                    snapshot_version: decision.snapshot_version,
+                    count: None,
+                    mcp_method: None,
+                    tool: None,
+                    arguments_sha256: None,
+                    arguments: None,
+                });
+            }
+        }
+    }
+}
+
+impl Drop for DecisionRecord {
+    fn drop(&mut self) {
+        // Not finished: not forwarded (a denial), or the request was dropped mid-way. The
+        // decision is the whole record.
+        if let Held::Slot { permit, event } = std::mem::replace(&mut self.held, Held::Nothing) {
+            permit.send(Job {
+                event: *event,
+                done: None,
+            });
+        }
+    }
+}
+
 /// The handle requests record events through. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditSink {
@@ -351,6 +464,57 @@ impl AuditSink {
             }
         } else {
             Ok(())
+        }
+    }
+
+    /// Records a decision of a request that may be forwarded ([`DecisionRecord`]): in
+    /// `strict`, returns once it is committed; in `batched`, once a queue slot is reserved
+    /// for it (waiting for room, or refused at once with `audit.onFull: deny`). Errors mean
+    /// the decision cannot be recorded and the caller must deny.
+    pub async fn decide(&self, event: AuditEvent) -> Result<DecisionRecord, AuditError> {
+        match self.durability {
+            Durability::Off => Ok(DecisionRecord::none()),
+            Durability::Strict => {
+                // What the outcome record repeats of its decision.
+                let decision = Box::new(Decided {
+                    id: event.id.clone(),
+                    tenant_id: event.tenant_id.clone(),
+                    source: event.source,
+                    request_id: event.request_id.clone(),
+                    enforced: event.enforced,
+                    snapshot_version: event.snapshot_version,
+                });
+                self.record(event).await?;
+                Ok(DecisionRecord {
+                    held: Held::Committed {
+                        sink: self.clone(),
+                        decision,
+                    },
+                })
+            }
+            Durability::Batched => {
+                let tx = self.tx.clone();
+                let permit = match self.on_full {
+                    OnFull::Block => tx
+                        .reserve_owned()
+                        .await
+                        .map_err(|_| AuditError::Unavailable),
+                    OnFull::Deny => tx.try_reserve_owned().map_err(|e| match e {
+                        mpsc::error::TrySendError::Full(_) => AuditError::QueueFull,
+                        mpsc::error::TrySendError::Closed(_) => AuditError::Unavailable,
+                    }),
+                };
+                let permit = permit.inspect_err(|_| {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                })?;
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(DecisionRecord {
+                    held: Held::Slot {
+                        permit,
+                        event: Box::new(event),
+                    },
+                })
+            }
         }
     }
 

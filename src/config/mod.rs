@@ -57,6 +57,18 @@ pub struct Listen {
     pub api: SocketAddr,
     /// Metrics and health.
     pub admin: SocketAddr,
+    /// Threads serving the proxy listener, each with its own single-threaded runtime: every
+    /// connection lives on one thread, with its upstream connections (default: one per CPU
+    /// the process may run on).
+    pub workers: usize,
+}
+
+/// Most proxy worker threads.
+pub const MAX_WORKERS: u64 = 256;
+
+/// One worker per CPU the process may run on (its affinity mask, cgroup quota included).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Where an API key comes from.
@@ -604,6 +616,17 @@ fn compile_listen(v: Option<Value>, p: &mut Problems) -> Listen {
         proxy: addr(raw.proxy, "proxy", "127.0.0.1:8080"),
         api: addr(raw.api, "api", "127.0.0.1:8081"),
         admin: addr(raw.admin, "admin", "127.0.0.1:9464"),
+        workers: match raw.workers {
+            None => default_workers(),
+            Some(n) if (1..=MAX_WORKERS).contains(&n) => n as usize,
+            Some(n) => {
+                p.push(
+                    "listen.workers",
+                    format!("{n} is out of range; write 1 to {MAX_WORKERS}, or leave it out for one per CPU"),
+                );
+                1
+            }
+        },
     };
     let all = [
         ("proxy", listen.proxy),

@@ -38,6 +38,7 @@ pub struct RawListen {
     pub proxy: Option<String>,
     pub api: Option<String>,
     pub admin: Option<String>,
+    pub workers: Option<u64>,
 }
 
 /// One API key.

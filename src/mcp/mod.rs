@@ -44,7 +44,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::audit::{AuditEvent, EventKind, Source, now_stamp};
+use crate::audit::{AuditEvent, Source};
 use crate::dataplane::{RequestLog, sender_check};
 use crate::gateway::{Gateway, Outcome};
 use crate::ids::sequential_id;
@@ -85,15 +85,11 @@ pub struct Mcp {
 struct Forwarded<'a> {
     ep: &'a McpEndpoint,
     snapshot: &'a Snapshot,
-    method: &'a Method,
     rpc_method: Option<String>,
     id: Value,
     list: Option<ListKind>,
     claims: Option<Arc<Claims>>,
-    decision_id: String,
-    tenant: String,
     outcome: Outcome,
-    enforced: bool,
 }
 
 impl Mcp {
@@ -105,7 +101,7 @@ impl Mcp {
             sessions: DashMap::new(),
             reach: Arc::new(Reach::default()),
             buffering,
-            stdio: stdio::Pool::default(),
+            stdio: stdio::Pool::new(tokio::runtime::Handle::current()),
         })
     }
 
@@ -252,23 +248,15 @@ impl Mcp {
                 true,
                 &method,
             );
-            let decision_id = event.id.clone();
             self.record(event, log).await?;
             let fwd = Forwarded {
                 ep,
                 snapshot,
-                method: &method,
                 rpc_method: None,
                 id: Value::Null,
                 list: None,
                 claims,
-                decision_id,
-                tenant: admitted
-                    .tenant_id
-                    .clone()
-                    .unwrap_or_else(|| snapshot.config.tenant.clone()),
                 outcome: admitted,
-                enforced: true,
             };
             let resp = self
                 .forward(&fwd, parts, token_kind, Bytes::new(), peer, request_id, log)
@@ -386,7 +374,6 @@ impl Mcp {
                     .or_else(|| Some(Value::Object(Default::default())));
             }
         }
-        let decision_id = event.id.clone();
         self.record(event, log).await?;
 
         // 7. answer or forward
@@ -425,18 +412,11 @@ impl Mcp {
         let fwd = Forwarded {
             ep,
             snapshot,
-            method: &method,
             rpc_method: rpc_method.clone(),
             id: msg.id(),
             list,
             claims: claims.clone(),
-            decision_id,
-            tenant: outcome
-                .tenant_id
-                .clone()
-                .unwrap_or_else(|| snapshot.config.tenant.clone()),
             outcome,
-            enforced,
         };
         let resp = self
             .forward(&fwd, parts, token_kind, body, peer, request_id, log)
@@ -536,10 +516,12 @@ impl Mcp {
         if self.gw.audit.durability() == crate::config::Durability::Off {
             return Ok(());
         }
-        self.gw.audit.record(event).await.map_err(|e| {
+        let record = self.gw.audit.decide(event).await.map_err(|e| {
             tracing::error!(error = %e, "audit unavailable: MCP request refused (fail closed)");
             McpError::from_proxy(ProxyError::Unavailable(e.to_string()))
-        })
+        })?;
+        log.record = Some(record);
+        Ok(())
     }
 
     fn count(&self, ep: &McpEndpoint, method: Option<&str>, call: Option<&Call>, allowed: bool) {
@@ -589,7 +571,7 @@ impl Mcp {
         body: Bytes,
         peer: SocketAddr,
         request_id: &str,
-        log: &RequestLog<'_>,
+        log: &mut RequestLog<'_>,
     ) -> Result<Response<ProxyBody>, McpError> {
         let ep = fwd.ep;
         let upstream = fwd
@@ -664,7 +646,7 @@ impl Mcp {
                     parts,
                     Full::new(body).map_err(|never| match never {}).boxed(),
                 );
-                match tokio::time::timeout(target.timeout, target.client.request(req)).await {
+                match tokio::time::timeout(target.timeout, target.client().request(req)).await {
                     Err(_) => Err(ProxyError::GatewayTimeout),
                     Ok(Err(e)) => {
                         tracing::warn!(request_id, upstream = %ep.upstream, error = %e, "MCP upstream request failed");
@@ -684,7 +666,7 @@ impl Mcp {
                     "error"
                 };
                 metric.with_label_values(&[&ep.upstream, outcome]).inc();
-                self.outcome_record(fwd, None, e.reason(), request_id, log);
+                log.outcome(None, Some(e.reason()));
                 return Err(McpError::from_proxy(e).with_id(fwd.id.clone()));
             }
         };
@@ -693,7 +675,7 @@ impl Mcp {
             .with_label_values(&[&ep.upstream, status_class(status)])
             .inc();
         forward::rewrite_response(resp.headers_mut(), request_id);
-        self.outcome_record(fwd, Some(status), "", request_id, log);
+        log.outcome(Some(status), None);
         let sse = content_type_is(resp.headers(), "text/event-stream");
         if let (Some(kind), Some(claims)) = (fwd.list, &fwd.claims)
             && resp.status().is_success()
@@ -773,51 +755,6 @@ impl Mcp {
             parts,
             Full::new(out).map_err(|never| match never {}).boxed(),
         ))
-    }
-
-    fn outcome_record(
-        &self,
-        fwd: &Forwarded<'_>,
-        status: Option<u16>,
-        reason: &str,
-        request_id: &str,
-        log: &RequestLog<'_>,
-    ) {
-        if self.gw.audit.durability() == crate::config::Durability::Off {
-            return;
-        }
-        let (time, time_ms) = now_stamp();
-        self.gw.audit.record_outcome(AuditEvent {
-            seq: 0,
-            kind: EventKind::Outcome,
-            id: sequential_id("aud_"),
-            decision_id: Some(fwd.decision_id.clone()),
-            time,
-            time_ms,
-            tenant_id: fwd.tenant.clone(),
-            source: Source::Mcp,
-            request_id: request_id.to_string(),
-            agent_id: None,
-            token_id: None,
-            action: String::new(),
-            resource: String::new(),
-            decision: String::new(),
-            reason: reason.to_string(),
-            policy_id: None,
-            message: String::new(),
-            enforced: fwd.enforced,
-            route: None,
-            method: None,
-            upstream_status: status,
-            latency_us: Some(log.started.elapsed().as_micros() as u64),
-            snapshot_version: fwd.outcome.snapshot_version,
-            count: None,
-            mcp_method: None,
-            tool: None,
-            arguments_sha256: None,
-            arguments: None,
-        });
-        let _ = (fwd.method, &fwd.rpc_method);
     }
 }
 

@@ -30,6 +30,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::runtime::Handle;
 use tokio::sync::{Mutex, mpsc};
 
 use super::endpoint::McpEndpoint;
@@ -62,11 +63,16 @@ struct Child {
 }
 
 impl Child {
-    async fn spawn(
+    /// Starts the server on `runtime`: its pipes and the tasks reading them belong to the
+    /// gateway's main runtime, which outlives the proxy workers (a child started by a request
+    /// on one worker serves requests on every worker, and is stopped after they are gone).
+    fn spawn(
+        runtime: &Handle,
         ep: &McpEndpoint,
         command: &StdioCommand,
         shared: bool,
     ) -> Result<Arc<Child>, String> {
+        let _on = runtime.enter();
         let mut cmd = tokio::process::Command::new(&command.argv[0]);
         cmd.args(&command.argv[1..])
             .env_clear()
@@ -342,10 +348,10 @@ struct Shared {
 }
 
 /// Every stdio server of the gateway.
-#[derive(Default)]
 pub struct Pool {
     sessions: std::sync::Mutex<HashMap<String, Arc<Child>>>,
     shared: Mutex<HashMap<String, Shared>>,
+    runtime: Handle,
 }
 
 fn handshake_version(headers: &HeaderMap) -> bool {
@@ -373,6 +379,15 @@ fn status_answer(status: StatusCode) -> Response<ProxyBody> {
 }
 
 impl Pool {
+    /// A pool whose servers run on `runtime`.
+    pub fn new(runtime: Handle) -> Pool {
+        Pool {
+            sessions: std::sync::Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashMap::new()),
+            runtime,
+        }
+    }
+
     /// Serves one HTTP request of endpoint `ep` from its stdio server: the message in `body`
     /// (already decided), or a GET (the session's event stream) or DELETE (end the session).
     #[allow(clippy::too_many_arguments)]
@@ -454,9 +469,8 @@ impl Pool {
             };
         }
         if is_initialize {
-            let child = Child::spawn(ep, command, false)
-                .await
-                .map_err(ProxyError::BadGateway)?;
+            let child =
+                Child::spawn(&self.runtime, ep, command, false).map_err(ProxyError::BadGateway)?;
             let mut raw = [0u8; 16];
             crate::ids::fill(&mut raw);
             let sid = hex::encode(raw);
@@ -520,7 +534,7 @@ impl Pool {
                 ep.name, entry.backoff
             )));
         }
-        match Child::spawn(ep, command, true).await {
+        match Child::spawn(&self.runtime, ep, command, true) {
             Ok(c) => {
                 entry.child = Some(Arc::clone(&c));
                 Ok(c)

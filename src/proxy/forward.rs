@@ -238,8 +238,18 @@ pub struct Target {
     pub host: HeaderValue,
     /// Time allowed for the response head.
     pub timeout: Duration,
-    /// Its pooled client.
-    pub client: UpstreamClient,
+    /// Its pooled clients: one per proxy worker, and one for every other thread.
+    clients: Vec<UpstreamClient>,
+}
+
+impl Target {
+    /// The client of the calling thread: a proxy worker's own (its pooled connections live
+    /// on that worker's runtime, so a request never waits on another thread), else the
+    /// shared one.
+    pub fn client(&self) -> &UpstreamClient {
+        let last = self.clients.len() - 1;
+        &self.clients[crate::dataplane::worker_index().map_or(last, |i| i.min(last))]
+    }
 }
 
 /// Every upstream of a config, with its client.
@@ -268,13 +278,17 @@ impl Upstreams {
                 authority,
                 base_path: url.path().trim_end_matches('/').to_string(),
                 timeout: u.timeout,
-                client: client(
-                    u,
-                    url,
-                    config.limits.idle_timeout,
-                    config.limits.max_header_bytes,
-                )
-                .map_err(|e| format!("upstream {}: {e}", u.name))?,
+                clients: (0..=config.listen.workers)
+                    .map(|_| {
+                        client(
+                            u,
+                            url,
+                            config.limits.idle_timeout,
+                            config.limits.max_header_bytes,
+                        )
+                        .map_err(|e| format!("upstream {}: {e}", u.name))
+                    })
+                    .collect::<Result<_, _>>()?,
             };
             targets.insert(u.name.clone(), target);
         }

@@ -39,7 +39,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
-use crate::audit::{AuditEvent, EventKind, Source, now_stamp};
+use crate::audit::{AuditEvent, Source};
 use crate::config::Limits;
 use crate::dataplane::{RequestLog, sender_check};
 use crate::gateway::{Gateway, Outcome};
@@ -222,10 +222,9 @@ impl Proxy {
             .tenant_id
             .clone()
             .unwrap_or_else(|| snapshot.config.tenant.clone());
-        let decision_id = sequential_id("aud_");
         let event = (self.gw.audit.durability() != crate::config::Durability::Off).then(|| {
             self.event(
-                &decision_id,
+                &sequential_id("aud_"),
                 &tenant,
                 request_id,
                 &outcome,
@@ -237,11 +236,14 @@ impl Proxy {
             )
         });
         log.audited = true;
-        if let Some(event) = event
-            && let Err(e) = self.gw.audit.record(event).await
-        {
-            tracing::error!(request_id, error = %e, "audit unavailable: request refused (fail closed)");
-            return Err(ProxyError::Unavailable(e.to_string()));
+        if let Some(event) = event {
+            match self.gw.audit.decide(event).await {
+                Ok(record) => log.record = Some(record),
+                Err(e) => {
+                    tracing::error!(request_id, error = %e, "audit unavailable: request refused (fail closed)");
+                    return Err(ProxyError::Unavailable(e.to_string()));
+                }
+            }
         }
         if !outcome.is_allowed() {
             if enforced {
@@ -315,54 +317,15 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
         let result =
-            tokio::time::timeout(target.timeout, target.client.request(upstream_req)).await;
+            tokio::time::timeout(target.timeout, target.client().request(upstream_req)).await;
         let metric = &self.gw.metrics.upstream;
-        // The outcome record names its decision record and carries only what the decision did
-        // not know: the upstream's status (or why there is none) and the latency. Not awaited:
-        // the answer is already on its way.
-        let outcome_record = |status: Option<u16>, reason: &str| {
-            if self.gw.audit.durability() == crate::config::Durability::Off {
-                return;
-            }
-            let (time, time_ms) = now_stamp();
-            self.gw.audit.record_outcome(AuditEvent {
-                seq: 0,
-                kind: EventKind::Outcome,
-                id: sequential_id("aud_"),
-                decision_id: Some(decision_id.clone()),
-                time,
-                time_ms,
-                tenant_id: tenant.clone(),
-                source: Source::Proxy,
-                request_id: request_id.to_string(),
-                agent_id: None,
-                token_id: None,
-                action: String::new(),
-                resource: String::new(),
-                decision: String::new(),
-                reason: reason.to_string(),
-                policy_id: None,
-                message: String::new(),
-                enforced,
-                route: None,
-                method: None,
-                upstream_status: status,
-                latency_us: Some(started.elapsed().as_micros() as u64),
-                snapshot_version: outcome.snapshot_version,
-                count: None,
-                mcp_method: None,
-                tool: None,
-                arguments_sha256: None,
-                arguments: None,
-            });
-        };
         let mut resp = match result {
             Err(_) => {
                 metric
                     .with_label_values(&[&route.upstream, "timeout"])
                     .inc();
                 let e = ProxyError::GatewayTimeout;
-                outcome_record(None, e.reason());
+                log.outcome(None, Some(e.reason()));
                 return Err(e);
             }
             Ok(Err(e)) => {
@@ -374,7 +337,7 @@ impl Proxy {
                         ProxyError::BadGateway(e.to_string())
                     }
                 };
-                outcome_record(None, e.reason());
+                log.outcome(None, Some(e.reason()));
                 return Err(e);
             }
             Ok(Ok(r)) => r,
@@ -384,7 +347,7 @@ impl Proxy {
             .with_label_values(&[&route.upstream, status_class(status)])
             .inc();
         forward::rewrite_response(resp.headers_mut(), request_id);
-        outcome_record(Some(status), "");
+        log.outcome(Some(status), None);
 
         Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
     }
