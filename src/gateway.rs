@@ -13,6 +13,7 @@ use ahash::AHashMap;
 use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
 
+use crate::audit::index::AuditIndex;
 use crate::audit::log::LogFile;
 use crate::audit::{self, AuditSink, Source};
 use crate::config::Config;
@@ -52,53 +53,49 @@ pub enum StartError {
     Tls(String),
 }
 
-/// Brings the store's audit index up to the log (after a crash between the log commit and the
-/// index write). Refuses to start when the index is *ahead* of the log: the log was truncated
-/// or removed, and only `actgate audit reindex` (or restoring the log) resolves that.
-async fn catch_up_index(
-    store: &Arc<dyn Store>,
-    dir: &Path,
+/// Opens the audit index and brings it up to the log (a new index, a crash between the log
+/// commit and the index write, an index removed to be rebuilt), logging progress on a long
+/// replay. Refuses to start when the index is *ahead* of the log: the log was truncated or
+/// removed, and only `actgate audit reindex` (or restoring the log) resolves that.
+async fn open_index(
+    data: &Path,
+    audit_dir: &Path,
     log_last: u64,
-) -> Result<(), StartError> {
-    let indexed = store.last_audit_seq().await?;
-    if indexed > log_last {
-        return Err(StartError::Audit(format!(
-            "the audit index has records up to seq {indexed} but the log in {} ends at seq {log_last}: \
-             the log was truncated or removed. Restore it, or run `actgate audit reindex` to rebuild the index from what remains",
-            dir.display()
-        )));
+) -> Result<Arc<AuditIndex>, StartError> {
+    let old = data.join("audit-index.db");
+    if old.exists() {
+        // The SQLite index of earlier versions: its successor is rebuilt from the log.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(data.join(format!("audit-index.db{suffix}")));
+        }
+        tracing::info!(removed = %old.display(), "the audit index moved to audit-index/ (rebuilt from the log)");
     }
-    if indexed == log_last {
-        return Ok(());
-    }
-    let mut batch = Vec::new();
-    let mut error = None;
-    let dir = dir.to_path_buf();
-    let records = tokio::task::spawn_blocking(move || {
-        let mut all = Vec::new();
-        audit::log::read_from(&dir, indexed, |r| all.push(r.event)).map(|()| all)
+    let (data, audit_dir) = (data.to_path_buf(), audit_dir.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let index = AuditIndex::open(&data, &audit_dir)
+            .map_err(|e| StartError::Audit(format!("audit index: {e}")))?;
+        let behind = log_last.saturating_sub(index.head());
+        let started = std::time::Instant::now();
+        let mut last_report = started;
+        let replayed = index
+            .catch_up(log_last, &mut |done, _| {
+                if last_report.elapsed() >= std::time::Duration::from_secs(2) {
+                    last_report = std::time::Instant::now();
+                    tracing::info!(done, of = behind, "rebuilding the audit index from the log");
+                }
+            })
+            .map_err(|e| StartError::Audit(e.to_string()))?;
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                seconds = started.elapsed().as_secs_f64(),
+                "audit index caught up with the log"
+            );
+        }
+        Ok(Arc::new(index))
     })
     .await
     .map_err(|e| StartError::Audit(e.to_string()))?
-    .map_err(|e| StartError::Audit(e.to_string()))?;
-    let n = records.len();
-    for event in records {
-        batch.push(event);
-        if batch.len() == 1000
-            && let Err(e) = store.append_audit(std::mem::take(&mut batch)).await
-        {
-            error = Some(e);
-            break;
-        }
-    }
-    if error.is_none() && !batch.is_empty() {
-        error = store.append_audit(batch).await.err();
-    }
-    if let Some(e) = error {
-        return Err(e.into());
-    }
-    tracing::info!(records = n, "audit index caught up with the log");
-    Ok(())
 }
 
 /// What the snapshot rebuild must re-read.
@@ -118,6 +115,8 @@ pub struct Gateway {
     pub tokens: Tokens,
     /// Where decisions are recorded.
     pub audit: AuditSink,
+    /// What `GET /v1/audit` reads.
+    pub audit_index: Arc<AuditIndex>,
     /// Prometheus metrics.
     pub metrics: Metrics,
     snapshot: ArcSwap<Snapshot>,
@@ -166,7 +165,7 @@ impl Gateway {
             );
             metrics.audit_torn_repairs.inc();
         }
-        catch_up_index(&store, &audit_dir, log.last_seq).await?;
+        let audit_index = open_index(&data, &audit_dir, log.last_seq).await?;
         let signer = tokens.keys().signing.as_ref().map(|k| audit::Signer {
             kid: k.kid.clone(),
             secret: k.secret_bytes().to_vec(),
@@ -174,7 +173,7 @@ impl Gateway {
         let (audit, audit_writer) = audit::spawn_writer(
             &config.audit,
             log,
-            Arc::clone(&store),
+            Arc::clone(&audit_index),
             signer,
             audit::WriterMetrics {
                 commit_seconds: metrics.audit_commit_seconds.clone(),
@@ -186,6 +185,7 @@ impl Gateway {
             store,
             tokens,
             audit,
+            audit_index,
             metrics,
             snapshot: ArcSwap::from_pointee(Snapshot {
                 config: Arc::new(config),

@@ -680,7 +680,7 @@ fn audit_command(config: Config, command: AuditCommand) -> ExitCode {
             }
             // The index is what `serve` compares the log with at start: an index ahead of the
             // log means records were cut from the log, and serve refuses to start on it.
-            let index = match actgate::store::sqlite::audit_index_head(&config.data_dir) {
+            let index = match actgate::audit::index::head(&config.data_dir) {
                 Ok(n) => n,
                 Err(e) => {
                     eprintln!("error: reading the audit index: {e}");
@@ -693,7 +693,7 @@ fn audit_command(config: Config, command: AuditCommand) -> ExitCode {
                         println!(
                             "TAMPERED: {}: the audit log is gone, but the index ({}) records {n} events",
                             dir.display(),
-                            actgate::store::sqlite::audit_index_path(&config.data_dir).display()
+                            actgate::audit::index::index_dir(&config.data_dir).display()
                         );
                         ExitCode::from(1)
                     }
@@ -713,7 +713,7 @@ fn audit_command(config: Config, command: AuditCommand) -> ExitCode {
                         "TAMPERED: {}: the log ends at seq {} but the audit index ({}) has records up to seq {n}: seq {}..={n} are missing from the log (deleted or truncated). `serve` refuses to start on this log; restore it, or run `actgate audit reindex` to accept the loss",
                         dir.display(),
                         v.last_seq,
-                        actgate::store::sqlite::audit_index_path(&config.data_dir).display(),
+                        actgate::audit::index::index_dir(&config.data_dir).display(),
                         v.last_seq + 1
                     );
                     ExitCode::from(1)
@@ -778,38 +778,48 @@ fn audit_command(config: Config, command: AuditCommand) -> ExitCode {
             }
         }
         AuditCommand::Tail { lines, follow, .. } => tail(&dir, lines, follow),
-        AuditCommand::Reindex => runtime().block_on(async move {
-            let store = match SqliteStore::open(&config.data_dir) {
-                Ok(s) => s,
+        AuditCommand::Reindex => {
+            let head = match log::head(&dir) {
+                Ok(h) => h.map_or(0, |(seq, _)| seq),
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(1);
                 }
             };
-            if let Err(e) = store.clear_audit().await {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-            let mut events = Vec::new();
-            if let Err(e) = log::read_from(&dir, 0, |r| events.push(r.event)) {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-            let total = events.len();
-            let mut events = events.into_iter();
-            loop {
-                let chunk: Vec<_> = events.by_ref().take(1000).collect();
-                if chunk.is_empty() {
-                    break;
-                }
-                if let Err(e) = store.append_audit(chunk).await {
+            let index = match actgate::audit::index::AuditIndex::open(&config.data_dir, &dir) {
+                Ok(i) => i,
+                Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(1);
                 }
+            };
+            if let Err(e) = index.clear() {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
             }
-            println!("reindexed {} audit records from {}", total, dir.display());
-            ExitCode::SUCCESS
-        }),
+            let started = std::time::Instant::now();
+            let mut last = started;
+            let replayed = index.catch_up(head, &mut |done, of| {
+                if last.elapsed() >= std::time::Duration::from_secs(2) {
+                    last = std::time::Instant::now();
+                    eprintln!("reindexing: {done} of {of} records");
+                }
+            });
+            match replayed {
+                Ok(n) => {
+                    println!(
+                        "reindexed {n} audit records from {} in {:.1}s",
+                        dir.display(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

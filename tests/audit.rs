@@ -204,7 +204,7 @@ async fn the_cli_verifies_exports_checkpoints_and_exits_1_on_tampering() {
         "{out}"
     );
     // With the index gone too, only the exported checkpoint can tell.
-    std::fs::remove_file(dir.path().join("data/audit-index.db")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("data/audit-index")).unwrap();
     let (code, out, _) = actgate(&["audit", "verify", "--config", cfg]);
     assert_eq!(
         code, 0,
@@ -297,13 +297,13 @@ async fn damage_inside_the_log_stops_the_start_and_says_why() {
 #[tokio::test]
 async fn the_index_is_rebuilt_from_the_log() {
     let dir = log_with(8, "").await;
-    // Lose the index (as if the store were restored from an old backup).
-    {
-        use actgate::store::Store;
-        let store = actgate::store::sqlite::SqliteStore::open(&dir.path().join("data")).unwrap();
-        store.clear_audit().await.unwrap();
-        assert_eq!(store.last_audit_seq().await.unwrap(), 0);
-    }
+    // Lose the index (a volume restored without it, or removed to be rebuilt).
+    let index = actgate::audit::index::index_dir(&dir.path().join("data"));
+    assert_eq!(
+        actgate::audit::index::head(&dir.path().join("data")).unwrap(),
+        Some(8)
+    );
+    std::fs::remove_dir_all(&index).unwrap();
     let gw = TestGateway::start_in(dir, "").await;
     assert_eq!(gw.audit_events(8).await.len(), 8, "caught up at start");
     let dir = gw.stop().await;

@@ -278,8 +278,17 @@ pub(super) async fn audit(
     if !p.is_empty() {
         return Err(ApiError::Invalid(p));
     }
-    let events = gw.store.audit(&caller.tenant, &f).await?;
-    let next = (events.len() == f.limit)
+    let index = Arc::clone(&gw.audit_index);
+    let tenant = caller.tenant.clone();
+    let limit = f.limit;
+    let events = tokio::task::spawn_blocking(move || index.query(&tenant, &f))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit query failed");
+            ApiError::Internal("the audit index could not be read".into())
+        })?;
+    let next = (events.len() == limit)
         .then(|| events.last().map(|e| e.seq.to_string()))
         .flatten();
     Ok(Json(json!({ "events": events, "nextCursor": next })))

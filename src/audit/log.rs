@@ -130,6 +130,23 @@ fn segment_name(first_seq: u64) -> String {
     format!("segment-{first_seq:020}.jsonl")
 }
 
+/// Where a record's line is: its segment (by first seq), byte offset and length (without
+/// the newline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinePos {
+    /// First seq of the segment (its file name).
+    pub segment: u64,
+    /// Byte offset of the line in the segment.
+    pub offset: u64,
+    /// Length of the line, newline excluded.
+    pub len: u32,
+}
+
+/// The file of the segment whose first seq is `first`.
+pub fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(segment_name(first))
+}
+
 /// What opening the log found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovery {
@@ -143,6 +160,8 @@ pub struct Recovery {
 pub struct LogFile {
     dir: PathBuf,
     file: File,
+    /// First seq of the segment being appended to (its name).
+    segment: u64,
     len: u64,
     max_len: u64,
     /// Sequence number of the last record (0 when empty).
@@ -205,6 +224,7 @@ impl LogFile {
                 LogFile {
                     dir: dir.to_path_buf(),
                     file,
+                    segment: 1,
                     len: 0,
                     max_len,
                     last_seq: 0,
@@ -275,10 +295,15 @@ impl LogFile {
             },
         };
         let file = open_append(&last)?;
+        let segment = first_seq(&last).ok_or_else(|| LogError::Corrupt {
+            path: last.clone(),
+            line: 0,
+        })?;
         Ok((
             LogFile {
                 dir: dir.to_path_buf(),
                 file,
+                segment,
                 len: good_end as u64,
                 max_len,
                 last_seq,
@@ -290,11 +315,12 @@ impl LogFile {
 
     /// Appends events (assigning their `seq`), then fsyncs. On error the file is cut back to
     /// where it was and the head is unchanged, so a retry appends the same records again.
-    pub fn append(&mut self, events: &mut [AuditEvent]) -> Result<(), LogError> {
+    pub fn append(&mut self, events: &mut [AuditEvent]) -> Result<Vec<LinePos>, LogError> {
         if self.len >= self.max_len {
             self.rotate()?;
         }
         let mut buf = Vec::with_capacity(events.len() * 512);
+        let mut positions = Vec::with_capacity(events.len());
         let mut seq = self.last_seq;
         let mut hash = self.last_hash;
         for e in events.iter_mut() {
@@ -310,6 +336,11 @@ impl LogFile {
                 source: io::Error::other(e),
             })?;
             hash = line_hash(&buf[start..]);
+            positions.push(LinePos {
+                segment: self.segment,
+                offset: self.len + start as u64,
+                len: (buf.len() - start) as u32,
+            });
             buf.push(b'\n');
         }
         let path = self.dir.clone();
@@ -326,7 +357,7 @@ impl LogFile {
         self.len += buf.len() as u64;
         self.last_seq = seq;
         self.last_hash = hash;
-        Ok(())
+        Ok(positions)
     }
 
     fn rotate(&mut self) -> Result<(), LogError> {
@@ -334,8 +365,14 @@ impl LogFile {
         self.file.sync_all().map_err(io_at(&path))?;
         self.file = open_append(&path)?;
         sync_dir(&self.dir)?;
+        self.segment = self.last_seq + 1;
         self.len = 0;
         Ok(())
+    }
+
+    /// The directory the log is in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Appends a checkpoint of the current head to `checkpoints.jsonl` and fsyncs it.
@@ -409,6 +446,15 @@ pub fn head(dir: &Path) -> io::Result<Option<(u64, [u8; 32])>> {
 /// Reads every record with `seq > after`, in order, calling `f` for each (for re-indexing and
 /// `audit tail`). Stops at the first line that is not a record.
 pub fn read_from(dir: &Path, after: u64, mut f: impl FnMut(Record)) -> io::Result<()> {
+    read_with_positions(dir, after, |r, _| f(r))
+}
+
+/// [`read_from`], with each record's place in its segment.
+pub fn read_with_positions(
+    dir: &Path,
+    after: u64,
+    mut f: impl FnMut(Record, LinePos),
+) -> io::Result<()> {
     let segs = segments(dir)?;
     for (i, seg) in segs.iter().enumerate() {
         // Skip segments that end before `after`: the next one starts at or before after + 1.
@@ -419,14 +465,24 @@ pub fn read_from(dir: &Path, after: u64, mut f: impl FnMut(Record)) -> io::Resul
         {
             continue;
         }
+        let Some(segment) = first_seq(seg) else {
+            continue;
+        };
         let file = File::open(seg)?;
+        let mut offset = 0u64;
         for line in BufReader::new(file).split(b'\n') {
             let line = line?;
             let Ok(rec) = serde_json::from_slice::<Record>(&line) else {
                 return Ok(());
             };
+            let pos = LinePos {
+                segment,
+                offset,
+                len: line.len() as u32,
+            };
+            offset += line.len() as u64 + 1;
             if rec.event.seq > after {
-                f(rec);
+                f(rec, pos);
             }
         }
     }

@@ -7,6 +7,7 @@
 //! nothing is dropped silently, and every failure is counted. Events never carry a token or an
 //! API key: the token id (`jti`) identifies the credential.
 
+pub mod index;
 pub mod log;
 mod writer;
 

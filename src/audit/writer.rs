@@ -1,6 +1,6 @@
 //! The single audit writer: a dedicated thread that drains the queue in batches, appends each
 //! batch to the log with one fsync (group commit), releases the requests waiting on it
-//! (`strict`), feeds the store's query index, and signs a checkpoint every
+//! (`strict`), feeds the query index ([`super::index`]), and signs a checkpoint every
 //! `audit.checkpointEvery` records and at shutdown.
 //!
 //! Failure handling, never a silent drop:
@@ -17,13 +17,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, IntCounter};
-use tokio::runtime::Handle;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
+use super::index::AuditIndex;
 use super::log::LogFile;
 use super::{AuditError, AuditEvent, AuditSink, AuditStats, Job, channel};
 use crate::config::{AuditSettings, Durability};
-use crate::store::Store;
 
 /// Most records committed together.
 const MAX_BATCH: usize = 4096;
@@ -50,21 +49,19 @@ pub struct WriterMetrics {
 pub fn spawn_writer(
     settings: &AuditSettings,
     log: LogFile,
-    store: Arc<dyn Store>,
+    index: Arc<AuditIndex>,
     signer: Option<Signer>,
     metrics: WriterMetrics,
 ) -> std::io::Result<(AuditSink, std::thread::JoinHandle<()>)> {
     let (sink, rx) = channel(settings);
     let stats = Arc::clone(&sink.stats);
-    let handle = Handle::current();
     let writer = Writer {
         rx,
         log,
-        store,
+        index,
         signer,
         metrics,
         stats,
-        handle,
         durability: settings.durability,
         flush_interval: settings.flush_interval,
         checkpoint_every: settings.checkpoint_every,
@@ -78,11 +75,10 @@ pub fn spawn_writer(
 struct Writer {
     rx: mpsc::Receiver<Job>,
     log: LogFile,
-    store: Arc<dyn Store>,
+    index: Arc<AuditIndex>,
     signer: Option<Signer>,
     metrics: WriterMetrics,
     stats: Arc<AuditStats>,
-    handle: Handle,
     durability: Durability,
     flush_interval: Duration,
     checkpoint_every: u64,
@@ -125,7 +121,7 @@ impl Writer {
             jobs.drain(..).map(|j| (j.event, j.done)).unzip();
         let before = self.log.last_seq;
         let mut attempt = 0u32;
-        loop {
+        let positions = loop {
             let started = Instant::now();
             let result = self.log.append(&mut events);
             self.metrics
@@ -133,7 +129,7 @@ impl Writer {
                 .observe(started.elapsed().as_secs_f64());
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
             match result {
-                Ok(()) => break,
+                Ok(positions) => break positions,
                 Err(e) => {
                     attempt += 1;
                     tracing::error!(error = %e, records = events.len(), attempt, "audit log append failed");
@@ -157,20 +153,25 @@ impl Writer {
                     std::thread::sleep(Duration::from_millis(100 * u64::from(attempt.min(10))));
                 }
             }
-        }
+        };
         self.stats
             .written
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         for done in dones.into_iter().flatten() {
             let _ = done.send(Ok(0));
         }
-        let store = Arc::clone(&self.store);
-        if let Err(e) = self
-            .handle
-            .block_on(async move { store.append_audit(events).await })
-        {
+        // The index follows the log; one that fell behind replays the log (this batch
+        // included) before it takes new entries.
+        let indexed = if self.index.is_behind() {
+            self.index
+                .catch_up(self.log.last_seq, &mut |_, _| {})
+                .map(|_| ())
+        } else {
+            self.index.append(&events, &positions)
+        };
+        if let Err(e) = indexed {
             self.metrics.index_failures.inc();
-            tracing::error!(error = %e, "audit index write failed; the log has the records and the index catches up at the next start");
+            tracing::error!(error = %e, "audit index write failed; the log has the records, and the index replays them from the log at the next batch or start");
         }
         if self.checkpoint_every > 0
             && before / self.checkpoint_every != self.log.last_seq / self.checkpoint_every

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::audit::{AuditEvent, AuditFilter};
 use crate::policy::PolicyInput;
 
 /// Why a store call failed.
@@ -340,14 +339,6 @@ pub trait Store: Send + Sync + 'static {
     /// Tokens neither expired by `now` nor revoked, counted by signing key id.
     async fn live_tokens_by_kid(&self, now: i64) -> StoreResult<Vec<(String, u64)>>;
 
-    /// Appends audit events to the queryable index, in one transaction.
-    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()>;
-    /// Highest audit sequence number indexed (0 when none).
-    async fn last_audit_seq(&self) -> StoreResult<u64>;
-    /// Removes every indexed audit event (before a rebuild from the log).
-    async fn clear_audit(&self) -> StoreResult<()>;
-    /// A tenant's audit events matching `filter`, newest first.
-    async fn audit(&self, tenant: &str, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 }

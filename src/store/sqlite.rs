@@ -14,7 +14,6 @@ use super::{
     Agent, AgentStatus, ApiKeyRecord, Role, Store, StoreError, StoreResult, StoredPolicy,
     TokenRecord,
 };
-use crate::audit::{AuditEvent, AuditFilter, EventKind};
 
 /// Migrations, applied in order; `user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -117,80 +116,10 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// Migrations of the audit index database (`audit-index.db`). It is a secondary copy of the
-/// audit log — rebuilt from the log when lost — so it runs with `synchronous=NORMAL` and
-/// does not slow the writer with an fsync of its own.
-const AUDIT_MIGRATIONS: &[&str] = &[
-    // 1: the audit index.
-    r#"
-    CREATE TABLE audit (
-        seq INTEGER PRIMARY KEY,
-        tenant TEXT NOT NULL,
-        time_ms INTEGER NOT NULL,
-        agent_id TEXT,
-        action TEXT NOT NULL,
-        resource TEXT NOT NULL,
-        decision TEXT NOT NULL,
-        body TEXT NOT NULL
-    );
-    CREATE INDEX audit_tenant ON audit(tenant, seq);
-    CREATE INDEX audit_agent ON audit(tenant, agent_id, seq);
-    CREATE INDEX audit_resource ON audit(tenant, resource, seq);
-    CREATE INDEX audit_time ON audit(tenant, time_ms);
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    "#,
-];
-
-/// The audit index database of a data directory.
-pub fn audit_index_path(dir: &Path) -> std::path::PathBuf {
-    dir.join("audit-index.db")
-}
-
-/// The highest audit seq the index of `dir` records, read without writing (safe while a
-/// gateway runs); `None` when there is no index yet.
-pub fn audit_index_head(dir: &Path) -> StoreResult<Option<u64>> {
-    let path = audit_index_path(dir);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(backend)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(backend)?;
-    let has_meta: bool = conn
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('meta', 'audit')",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n == 2)
-        .map_err(backend)?;
-    if !has_meta {
-        return Ok(None);
-    }
-    conn.query_row(
-        "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'audit_last_seq'), 0), COALESCE((SELECT MAX(seq) FROM audit), 0))",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| Some(n as u64))
-    .map_err(backend)
-}
-
-/// Decision ids remembered for folding later outcome records into their decision's row.
-const RECENT_DECISIONS: usize = 200_000;
-
-/// The audit index connection and the recent decision ids (id → seq).
-struct AuditIndex {
-    conn: Connection,
-    recent: std::collections::HashMap<String, u64>,
-}
-
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    audit: Arc<Mutex<AuditIndex>>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -211,35 +140,19 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(backend)?;
         let conn = Connection::open(dir.join("actgate.db")).map_err(backend)?;
-        let audit = Connection::open(audit_index_path(dir)).map_err(backend)?;
-        Self::init(conn, audit)
+        Self::init(conn)
     }
 
     /// An in-memory store, for tests and tools.
     pub fn in_memory() -> StoreResult<SqliteStore> {
-        Self::init(
-            Connection::open_in_memory().map_err(backend)?,
-            Connection::open_in_memory().map_err(backend)?,
-        )
+        Self::init(Connection::open_in_memory().map_err(backend)?)
     }
 
-    fn init(conn: Connection, audit: Connection) -> StoreResult<SqliteStore> {
+    fn init(conn: Connection) -> StoreResult<SqliteStore> {
         let conn = migrate(conn, "FULL", MIGRATIONS)?;
-        let audit = migrate(audit, "NORMAL", AUDIT_MIGRATIONS)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
-            audit: Arc::new(Mutex::new(AuditIndex {
-                conn: audit,
-                recent: std::collections::HashMap::new(),
-            })),
         })
-    }
-
-    async fn with_audit<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut AuditIndex) -> StoreResult<T> + Send + 'static,
-    ) -> StoreResult<T> {
-        locked(Arc::clone(&self.audit), f).await
     }
 
     async fn with<T: Send + 'static>(
@@ -738,170 +651,6 @@ impl Store for SqliteStore {
                 .query_map(params![now - 86_400], |r| r.get(0))
                 .map_err(backend)?;
             rows.collect::<Result<_, _>>().map_err(backend)
-        })
-        .await
-    }
-
-    async fn append_audit(&self, mut events: Vec<AuditEvent>) -> StoreResult<()> {
-        // Fold each outcome into its decision: in this batch (most of the time, the decision
-        // and its outcome are committed together), or by the decision's remembered seq.
-        let mut folded_into: Vec<Option<usize>> = vec![None; events.len()];
-        {
-            let mut in_batch: std::collections::HashMap<&str, usize> =
-                std::collections::HashMap::with_capacity(events.len());
-            for (i, e) in events.iter().enumerate() {
-                match (e.kind, &e.decision_id) {
-                    (EventKind::Outcome, Some(decision)) => {
-                        folded_into[i] = in_batch.get(decision.as_str()).copied();
-                    }
-                    _ => {
-                        in_batch.insert(e.id.as_str(), i);
-                    }
-                }
-            }
-        }
-        for (i, into) in folded_into.iter().enumerate() {
-            if let Some(d) = *into {
-                let (status, latency) = (events[i].upstream_status, events[i].latency_us);
-                events[d].upstream_status = status;
-                events[d].latency_us = latency;
-            }
-        }
-        let last = events.iter().map(|e| e.seq).max();
-        let mut rows: Vec<AuditEvent> = Vec::with_capacity(events.len());
-        let mut outcomes: Vec<AuditEvent> = Vec::new();
-        for (e, into) in events.into_iter().zip(folded_into) {
-            match (e.kind, &e.decision_id, into) {
-                (EventKind::Outcome, Some(_), Some(_)) => {}
-                (EventKind::Outcome, Some(_), None) => outcomes.push(e),
-                _ => rows.push(e),
-            }
-        }
-        self.with_audit(move |ix| {
-            let tx = ix.conn.transaction().map_err(backend)?;
-            {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO audit (seq, tenant, time_ms, agent_id, action, resource, decision, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    )
-                    .map_err(backend)?;
-                for e in &rows {
-                    let body = serde_json::to_string(e).map_err(backend)?;
-                    insert
-                        .execute(params![
-                            e.seq as i64,
-                            e.tenant_id,
-                            e.time_ms,
-                            e.agent_id,
-                            e.action,
-                            e.resource,
-                            e.decision,
-                            body
-                        ])
-                        .map_err(backend)?;
-                }
-                let mut update = tx
-                    .prepare_cached(
-                        "UPDATE audit SET body = json_set(body, '$.upstreamStatus', ?1, '$.latencyUs', ?2) WHERE seq = ?3",
-                    )
-                    .map_err(backend)?;
-                for e in &outcomes {
-                    let decision = e.decision_id.as_deref().unwrap_or_default();
-                    // Older than the remembered window: the log keeps the outcome record.
-                    if let Some(seq) = ix.recent.get(decision) {
-                        update
-                            .execute(params![e.upstream_status, e.latency_us.map(|l| l as i64), *seq as i64])
-                            .map_err(backend)?;
-                    }
-                }
-                if let Some(last) = last {
-                    tx.execute(
-                        "INSERT INTO meta (key, value) VALUES ('audit_last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
-                        params![last as i64],
-                    )
-                    .map_err(backend)?;
-                }
-            }
-            tx.commit().map_err(backend)?;
-            if ix.recent.len() + rows.len() > RECENT_DECISIONS {
-                ix.recent.clear();
-            }
-            for e in &rows {
-                ix.recent.insert(e.id.clone(), e.seq);
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn last_audit_seq(&self) -> StoreResult<u64> {
-        self.with_audit(|ix| {
-            let c = &ix.conn;
-            c.query_row(
-                "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'audit_last_seq'), 0), COALESCE((SELECT MAX(seq) FROM audit), 0))",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(backend)
-        })
-        .await
-    }
-
-    async fn clear_audit(&self) -> StoreResult<()> {
-        self.with_audit(|ix| {
-            ix.recent.clear();
-            ix.conn
-                .execute_batch("DELETE FROM audit; DELETE FROM meta WHERE key = 'audit_last_seq';")
-                .map_err(backend)
-        })
-        .await
-    }
-
-    async fn audit(&self, tenant: &str, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
-        let tenant = tenant.to_string();
-        let f = f.clone();
-        self.with_audit(move |ix| {
-            let c = &ix.conn;
-            let mut sql = String::from("SELECT body FROM audit WHERE tenant = ?");
-            let mut args: Vec<rusqlite::types::Value> = vec![tenant.into()];
-            let mut add = |clause: &str, v: rusqlite::types::Value| {
-                sql.push_str(clause);
-                args.push(v);
-            };
-            if let Some(a) = f.agent_id {
-                add(" AND agent_id = ?", a.into());
-            }
-            if let Some(d) = f.decision {
-                add(" AND decision = ?", d.into());
-            }
-            if let Some(a) = f.action {
-                add(" AND action = ?", a.into());
-            }
-            if let Some(r) = f.resource {
-                add(" AND resource = ?", r.into());
-            }
-            if let Some(s) = f.since_ms {
-                add(" AND time_ms >= ?", s.into());
-            }
-            if let Some(u) = f.until_ms {
-                add(" AND time_ms < ?", u.into());
-            }
-            if let Some(b) = f.before_seq {
-                add(" AND seq < ?", (b as i64).into());
-            }
-            sql.push_str(" ORDER BY seq DESC LIMIT ?");
-            args.push((f.limit as i64).into());
-            let mut st = c.prepare(&sql).map_err(backend)?;
-            let rows = st
-                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))
-                .map_err(backend)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let body = row.map_err(backend)?;
-                out.push(serde_json::from_str(&body).map_err(backend)?);
-            }
-            Ok(out)
         })
         .await
     }
