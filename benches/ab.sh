@@ -8,6 +8,7 @@
 #   benches/ab.sh target/release/actgate                      # one binary, audit batched
 #   AUDIT=off benches/ab.sh /tmp/actgate-before target/release/actgate
 #   ROUNDS=5 DURATION=8 PATH_=/crm/customers/42 benches/ab.sh A B
+#   benches/ab.sh target/release/actgate@off target/release/actgate@batched   # modes side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -49,15 +50,16 @@ KEY_SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
-start() { # bin port dir -> prints pid; writes dir/token
-  local bin=$1 port=$2 dir=$3; mkdir -p "$dir"
+start() { # bin[@audit-mode] port dir -> prints pid; writes dir/token
+  local bin=${1%@*} port=$2 dir=$3 audit=$AUDIT; mkdir -p "$dir"
+  [[ $1 == *@* ]] && audit=${1#*@}
   cat > "$dir/c.yaml" <<EOF
 listen: { proxy: 127.0.0.1:$port, api: 127.0.0.1:$((port+1)), admin: 127.0.0.1:$((port+2)) }
 dataDir: $dir/data
 apiKeys: [{ name: bench, sha256: $KEY_SHA }]
 agents: [{ id: agent_bench, name: Bench }]
 reload: { watch: false }
-audit: { durability: $AUDIT }
+audit: { durability: $audit }
 upstreams: { crm: { url: "http://$UP", timeout: 10s } }
 routes:
   - { name: get-customer, method: GET, path: "/crm/customers/{id}", upstream: crm, action: read, resource: "api://crm/customers/{id}", rows: { fixed: 1 } }

@@ -208,7 +208,8 @@ impl DataPlane {
         let request_id = sequential_id("req_");
         let presented = PresentedToken::capture(req.headers());
         let mut log = RequestLog::new(&self.gw, &request_id, req.method().clone());
-        let span = tracing::info_span!("request", request_id = %request_id);
+        // Debug: disabled at the default level, so free per request (see the API's span).
+        let span = tracing::debug_span!("request", request_id = %request_id);
         match self
             .dispatch(req, peer, identity.as_deref(), &request_id, &mut log)
             .instrument(span)
@@ -222,7 +223,8 @@ impl DataPlane {
                 log.status = e.status();
                 log.reason = e.reason();
                 if !log.audited {
-                    self.audit_refusal(&e, &presented, &mut log).await;
+                    // Boxed: kept out of the size of every request's future.
+                    Box::pin(self.audit_refusal(&e, &presented, &mut log)).await;
                 }
                 e.into_response(&request_id)
             }
@@ -244,11 +246,14 @@ impl DataPlane {
         if let Some(ep) = snapshot.config.mcp.find(&path) {
             log.source = Source::Mcp;
             log.route = Some(format!("mcp:{}", ep.name));
-            return self
-                .mcp
-                .handle(req, ep, &snapshot, peer, identity, request_id, log)
-                .await
-                .map_err(Refused::Mcp);
+            // Boxed: the MCP path's future is large, and a route request's future should not
+            // carry its size (hyper moves each request's future into place).
+            return Box::pin(
+                self.mcp
+                    .handle(req, ep, &snapshot, peer, identity, request_id, log),
+            )
+            .await
+            .map_err(Refused::Mcp);
         }
         if let Some(ep) = snapshot.config.mcp.find_metadata(&path) {
             log.source = Source::Mcp;
@@ -439,7 +444,7 @@ pub struct RequestLog<'g> {
 
 impl<'g> RequestLog<'g> {
     fn new(gw: &'g Gateway, request_id: &str, method: Method) -> Self {
-        gw.metrics.in_flight.with_label_values(&["proxy"]).inc();
+        gw.metrics.proxy_in_flight.inc();
         RequestLog {
             gw,
             started: Instant::now(),
@@ -508,16 +513,18 @@ impl Drop for RequestLog<'_> {
             self.gw.audit.record_refusal_now(event);
         }
         let m = &self.gw.metrics;
-        m.in_flight.with_label_values(&["proxy"]).dec();
+        m.proxy_in_flight.dec();
         let route = self.route.as_deref().unwrap_or("-");
         let elapsed = self.started.elapsed();
         m.proxy_seconds
             .with_label_values(&[route, status_class(self.status.as_u16())])
             .observe(elapsed.as_secs_f64());
-        if self.status.is_success() || self.status.is_redirection() {
-            tracing::debug!(request_id = %self.request_id, method = %self.method, route, status = self.status.as_u16(), reason = self.reason, latency_us = elapsed.as_micros() as u64, "proxied");
+        // The access log: every request is in the audit log; a line per request only at
+        // debug, except answers that mean actgate or an upstream failed.
+        if self.status.is_server_error() {
+            tracing::warn!(request_id = %self.request_id, method = %self.method, route, status = self.status.as_u16(), reason = self.reason, latency_us = elapsed.as_micros() as u64, "failed");
         } else {
-            tracing::info!(request_id = %self.request_id, method = %self.method, route, status = self.status.as_u16(), reason = self.reason, latency_us = elapsed.as_micros() as u64, "refused or failed");
+            tracing::debug!(request_id = %self.request_id, method = %self.method, route, status = self.status.as_u16(), reason = self.reason, latency_us = elapsed.as_micros() as u64, "answered");
         }
     }
 }

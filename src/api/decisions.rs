@@ -149,7 +149,8 @@ pub(super) async fn enforce(
         outcome.policy_id = None;
         outcome.constraints = None;
     }
-    tracing::info!(
+    // The audit record is the per-decision record; this line is the debug-level access log.
+    tracing::debug!(
         request_id = %request_id,
         decision = if outcome.is_allowed() { "allowed" } else { "denied" },
         reason = outcome.reason.as_str(),

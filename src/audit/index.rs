@@ -169,6 +169,7 @@ pub struct AuditIndex {
     readers: Vec<File>,
     appender: Mutex<Appender>,
     behind: AtomicBool,
+    fold_outcomes: AtomicBool,
 }
 
 impl std::fmt::Debug for AuditIndex {
@@ -271,6 +272,7 @@ impl AuditIndex {
                 recent: HashMap::new(),
             }),
             behind: AtomicBool::new(false),
+            fold_outcomes: AtomicBool::new(true),
         };
         index.summarize_chunks()?;
         Ok(index)
@@ -314,6 +316,12 @@ impl AuditIndex {
             0 => 1,
             v => v,
         }
+    }
+
+    /// Whether decisions are remembered to fold a later outcome record into (only `strict`
+    /// writes outcomes as records of their own; a replay of an older log always folds).
+    pub fn fold_outcomes(&self, on: bool) {
+        self.fold_outcomes.store(on, Ordering::Release);
     }
 
     /// Whether a write failed and the index waits for a replay from the log.
@@ -368,6 +376,7 @@ impl AuditIndex {
             .map(|c| Vec::with_capacity(n * c.width()))
             .collect();
         let mut patches: Vec<(u64, u16, u32)> = Vec::new();
+        let fold = self.fold_outcomes.load(Ordering::Acquire);
         for (i, (e, p)) in events.iter().zip(positions).enumerate() {
             if e.seq != first.seq + i as u64 {
                 self.behind.store(true, Ordering::Release);
@@ -410,7 +419,7 @@ impl AuditIndex {
                         patches.push((*at, status, latency));
                     }
                 }
-                (EventKind::Decision, _) => {
+                (EventKind::Decision, _) if fold => {
                     if app.recent.len() >= RECENT_DECISIONS {
                         app.recent.clear();
                     }

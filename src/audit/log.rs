@@ -323,18 +323,27 @@ impl LogFile {
         let mut positions = Vec::with_capacity(events.len());
         let mut seq = self.last_seq;
         let mut hash = self.last_hash;
+        let mut scratch = Vec::with_capacity(512);
+        let mut hex = [0u8; 64];
         for e in events.iter_mut() {
             seq += 1;
             e.seq = seq;
             let start = buf.len();
-            let rec = RecordRef {
-                prev_hash: hex::encode(hash),
-                event: e,
-            };
-            serde_json::to_writer(&mut buf, &rec).map_err(|e| LogError::Io {
+            // `{"prevHash":"<hex>",` then the event's own fields: the bytes a flattened
+            // `Record` serialises to, without serde's map detour.
+            scratch.clear();
+            serde_json::to_writer(&mut scratch, &*e).map_err(|e| LogError::Io {
                 path: self.dir.clone(),
                 source: io::Error::other(e),
             })?;
+            for (i, b) in hash.iter().enumerate() {
+                hex[2 * i] = HEX_DIGITS[usize::from(b >> 4)];
+                hex[2 * i + 1] = HEX_DIGITS[usize::from(b & 0xf)];
+            }
+            buf.extend_from_slice(b"{\"prevHash\":\"");
+            buf.extend_from_slice(&hex);
+            buf.extend_from_slice(b"\",");
+            buf.extend_from_slice(&scratch[1..]);
             hash = line_hash(&buf[start..]);
             positions.push(LinePos {
                 segment: self.segment,
@@ -398,13 +407,7 @@ impl LogFile {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RecordRef<'a> {
-    prev_hash: String,
-    #[serde(flatten)]
-    event: &'a AuditEvent,
-}
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 fn open_append(path: &Path) -> Result<File, LogError> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -662,4 +665,42 @@ pub fn verify(
         last_seq,
         head: hex::encode(prev),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line is exactly what serde writes for a [`Record`] (the format readers parse).
+    #[test]
+    fn lines_are_records_as_serde_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogFile::open(dir.path(), 1 << 20).unwrap();
+        let mut e = AuditEvent::refusal(
+            "aud_1".into(),
+            super::super::Source::Mcp,
+            "t \"quoted\" ü",
+            "req",
+            "no_route",
+            "a message\nwith a newline".into(),
+        );
+        e.arguments = Some(serde_json::json!({"q": [1, 2]}));
+        let mut events = vec![e.clone(), e];
+        let pos = log.append(&mut events).unwrap();
+        let bytes = std::fs::read(dir.path().join(segment_name(1))).unwrap();
+        let mut prev = GENESIS;
+        for (ev, p) in events.iter().zip(pos) {
+            let line = &bytes[p.offset as usize..p.offset as usize + p.len as usize];
+            let want = serde_json::to_vec(&Record {
+                prev_hash: hex::encode(prev),
+                event: ev.clone(),
+            })
+            .unwrap();
+            assert_eq!(
+                std::str::from_utf8(line).unwrap(),
+                std::str::from_utf8(&want).unwrap()
+            );
+            prev = line_hash(line);
+        }
+    }
 }

@@ -472,27 +472,12 @@ impl AuditSink {
     /// `strict`, returns once it is committed; in `batched`, once a queue slot is reserved
     /// for it (waiting for room, or refused at once with `audit.onFull: deny`). Errors mean
     /// the decision cannot be recorded and the caller must deny.
-    pub async fn decide(&self, event: AuditEvent) -> Result<DecisionRecord, AuditError> {
+    pub async fn decide(&self, event: Box<AuditEvent>) -> Result<DecisionRecord, AuditError> {
+        // The event is boxed and the strict path's future too: this future lives inside every
+        // request's, and a request's future is moved whole into place by hyper.
         match self.durability {
             Durability::Off => Ok(DecisionRecord::none()),
-            Durability::Strict => {
-                // What the outcome record repeats of its decision.
-                let decision = Box::new(Decided {
-                    id: event.id.clone(),
-                    tenant_id: event.tenant_id.clone(),
-                    source: event.source,
-                    request_id: event.request_id.clone(),
-                    enforced: event.enforced,
-                    snapshot_version: event.snapshot_version,
-                });
-                self.record(event).await?;
-                Ok(DecisionRecord {
-                    held: Held::Committed {
-                        sink: self.clone(),
-                        decision,
-                    },
-                })
-            }
+            Durability::Strict => Box::pin(self.decide_strict(event)).await,
             Durability::Batched => {
                 let tx = self.tx.clone();
                 let permit = match self.on_full {
@@ -510,13 +495,29 @@ impl AuditSink {
                 })?;
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 Ok(DecisionRecord {
-                    held: Held::Slot {
-                        permit,
-                        event: Box::new(event),
-                    },
+                    held: Held::Slot { permit, event },
                 })
             }
         }
+    }
+
+    async fn decide_strict(&self, event: Box<AuditEvent>) -> Result<DecisionRecord, AuditError> {
+        // What the outcome record repeats of its decision.
+        let decision = Box::new(Decided {
+            id: event.id.clone(),
+            tenant_id: event.tenant_id.clone(),
+            source: event.source,
+            request_id: event.request_id.clone(),
+            enforced: event.enforced,
+            snapshot_version: event.snapshot_version,
+        });
+        self.record(*event).await?;
+        Ok(DecisionRecord {
+            held: Held::Committed {
+                sink: self.clone(),
+                decision,
+            },
+        })
     }
 
     /// Records the outcome of a forwarded request: never awaited to disk, always queued —

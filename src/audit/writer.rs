@@ -55,6 +55,7 @@ pub fn spawn_writer(
 ) -> std::io::Result<(AuditSink, std::thread::JoinHandle<()>)> {
     let (sink, rx) = channel(settings);
     let stats = Arc::clone(&sink.stats);
+    index.fold_outcomes(settings.durability == Durability::Strict);
     let writer = Writer {
         rx,
         log,

@@ -1545,6 +1545,21 @@ mod tests {
     }
 
     #[test]
+    fn proxy_workers_default_to_the_cpus_and_are_bounded() {
+        let c = Config::parse("", "test").unwrap();
+        assert_eq!(c.listen.workers, default_workers());
+        let c = Config::parse("listen: { workers: 3 }", "test").unwrap();
+        assert_eq!(c.listen.workers, 3);
+        for bad in ["0", "257"] {
+            let p = problems(&format!("listen: {{ workers: {bad} }}"));
+            assert!(
+                p.iter().any(|l| l.starts_with("listen.workers: ") && l.contains("1 to 256")),
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
     fn empty_config_gets_defaults() {
         let c = Config::parse("", "test").unwrap();
         assert_eq!(c.listen.proxy.to_string(), "127.0.0.1:8080");

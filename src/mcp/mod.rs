@@ -516,7 +516,7 @@ impl Mcp {
         if self.gw.audit.durability() == crate::config::Durability::Off {
             return Ok(());
         }
-        let record = self.gw.audit.decide(event).await.map_err(|e| {
+        let record = self.gw.audit.decide(Box::new(event)).await.map_err(|e| {
             tracing::error!(error = %e, "audit unavailable: MCP request refused (fail closed)");
             McpError::from_proxy(ProxyError::Unavailable(e.to_string()))
         })?;

@@ -223,7 +223,7 @@ impl Proxy {
             .clone()
             .unwrap_or_else(|| snapshot.config.tenant.clone());
         let event = (self.gw.audit.durability() != crate::config::Durability::Off).then(|| {
-            self.event(
+            Box::new(self.event(
                 &sequential_id("aud_"),
                 &tenant,
                 request_id,
@@ -233,7 +233,7 @@ impl Proxy {
                 &resource,
                 enforced,
                 started,
-            )
+            ))
         });
         log.audited = true;
         if let Some(event) = event {

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `actgate_in_flight_requests{listener}`.
     pub in_flight: IntGaugeVec,
+    /// Its `proxy` series, resolved once (the data plane moves it twice per request).
+    pub proxy_in_flight: IntGauge,
     /// `actgate_audit_commit_duration_seconds`: one group commit (write + fsync).
     pub audit_commit_seconds: Histogram,
     /// `actgate_api_requests_total{method, status_class}`.
@@ -348,8 +350,10 @@ impl Metrics {
             connections_rejected.with_label_values(&[listener]);
         }
 
+        let proxy_in_flight = in_flight.with_label_values(&["proxy"]);
         Metrics {
             registry,
+            proxy_in_flight,
             decisions,
             decision_seconds,
             proxy_seconds,
