@@ -573,42 +573,57 @@ impl AuditIndex {
                 hi = lo;
                 continue;
             }
-            let flags = self.read_col(Col::Flags, lo, hi)?;
-            let tenants = self.read_col(Col::Tenant, lo, hi)?;
-            let optional = |col: Col, on: bool| -> io::Result<Option<Vec<u8>>> {
-                on.then(|| self.read_col(col, lo, hi)).transpose()
-            };
-            let agents = optional(Col::Agent, want_agent.is_some())?;
-            let actions = optional(Col::Action, want_action.is_some())?;
-            let resources = optional(Col::Resource, want_resource.is_some())?;
-            let times = optional(Col::Time, timed)?;
-            let mut candidates = Vec::new();
-            for i in (0..hi - lo).rev() {
-                let fl = flags[i];
-                if fl & KIND_MASK == KIND_OUTCOME
-                    || le_u32(&tenants[i * 4..]) != want_tenant
-                    || want_flag.is_some_and(|w| fl & w == 0)
-                {
-                    continue;
-                }
-                let matches = |col: &Option<Vec<u8>>, w: Option<u32>| match (col, w) {
-                    (Some(c), Some(w)) => le_u32(&c[i * 4..]) == w,
-                    _ => true,
+            // The most selective column first; each next column is checked only where the
+            // earlier ones matched (and not read at all once nothing is left). The decision
+            // goes before the tenant: a rare one (denials) narrows more than a tenant does.
+            let hashed = [
+                (Col::Resource, want_resource),
+                (Col::Agent, want_agent),
+                (Col::Action, want_action),
+                (Col::Flags, want_flag.map(u32::from)),
+                (Col::Tenant, Some(want_tenant)),
+            ];
+            let mut candidates: Option<Vec<u32>> = None;
+            for (col, want) in hashed {
+                let Some(want) = want else { continue };
+                let data = self.read_col(col, lo, hi)?;
+                let hit = |i: usize| match col {
+                    Col::Flags => u32::from(data[i]) & want != 0,
+                    _ => le_u32(&data[i * 4..]) == want,
                 };
-                if !matches(&agents, want_agent)
-                    || !matches(&actions, want_action)
-                    || !matches(&resources, want_resource)
-                {
-                    continue;
+                candidates = Some(match candidates {
+                    None if col == Col::Flags => data
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| u32::from(**f) & want != 0)
+                        .map(|(i, _)| i as u32)
+                        .collect(),
+                    None => data
+                        .chunks_exact(4)
+                        .enumerate()
+                        .filter(|(_, b)| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == want)
+                        .map(|(i, _)| i as u32)
+                        .collect(),
+                    Some(c) => c.into_iter().filter(|i| hit(*i as usize)).collect(),
+                });
+                if candidates.as_ref().is_some_and(Vec::is_empty) {
+                    break;
                 }
-                if let Some(t) = &times {
-                    let t = le_u64(&t[i * 8..]) as i64;
-                    if t < since || t >= until {
-                        continue;
-                    }
-                }
-                candidates.push(lo + i);
             }
+            let mut candidates = candidates.unwrap_or_default();
+            if !candidates.is_empty() {
+                // Outcome records are folded into their decisions, never listed.
+                let flags = self.read_col(Col::Flags, lo, hi)?;
+                candidates.retain(|i| flags[*i as usize] & KIND_MASK != KIND_OUTCOME);
+            }
+            if timed && !candidates.is_empty() {
+                let times = self.read_col(Col::Time, lo, hi)?;
+                candidates.retain(|i| {
+                    let t = le_u64(&times[*i as usize * 8..]) as i64;
+                    t >= since && t < until
+                });
+            }
+            let candidates = candidates.into_iter().rev().map(|i| lo + i as usize);
             for entry in candidates {
                 if out.len() >= f.limit {
                     break;

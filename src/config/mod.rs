@@ -1553,7 +1553,8 @@ mod tests {
         for bad in ["0", "257"] {
             let p = problems(&format!("listen: {{ workers: {bad} }}"));
             assert!(
-                p.iter().any(|l| l.starts_with("listen.workers: ") && l.contains("1 to 256")),
+                p.iter()
+                    .any(|l| l.starts_with("listen.workers: ") && l.contains("1 to 256")),
                 "{p:?}"
             );
         }
