@@ -236,10 +236,12 @@ impl Tokens {
         verify(&self.keys.load(), token)
     }
 
-    /// The claims of a token: from the cache, else verified and cached. Verification runs
-    /// on tokio's blocking pool, at most `maxConcurrentVerifications` at once (the rest wait
-    /// their turn, in order): a flood of distinct forged tokens costs at most that many
-    /// threads of CPU and never occupies the threads that serve cached tokens.
+    /// The claims of a token: from the cache, else verified and cached. At most
+    /// `maxConcurrentVerifications` verifications run at once across the proxy workers (the
+    /// rest wait their turn, in order, without blocking their thread): a flood of distinct
+    /// forged tokens costs at most that many threads of CPU. A verification (~40 µs) runs
+    /// inline on the calling thread: handing it to another thread cost two context switches,
+    /// more than the verification itself on a busy core.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Claims>, Reason> {
         let now = now_unix();
         let generation = self.generation.load(Ordering::SeqCst);
@@ -256,12 +258,7 @@ impl Tokens {
             .acquire()
             .await
             .map_err(|_| Reason::InternalError)?;
-        let keys = self.keys.load_full();
-        let owned = token.to_owned();
-        let claims = tokio::task::spawn_blocking(move || verify(&keys, &owned))
-            .await
-            .map_err(|_| Reason::InternalError)??;
-        let claims = Arc::new(claims);
+        let claims = Arc::new(verify(&self.keys.load(), token)?);
         // An expired token is not worth a slot; the decision will say it expired.
         if claims.expires_at + self.skew_secs >= now {
             self.cache
