@@ -137,6 +137,36 @@ pub enum IssueError {
     Sign(String),
 }
 
+/// The window over which a thread's verification time is budgeted.
+pub const VERIFY_WINDOW: Duration = Duration::from_millis(10);
+/// The time a thread may spend per window on verifications that fail.
+pub const VERIFY_SHARE: Duration = Duration::from_micros(2500);
+
+thread_local! {
+    /// This thread's current window's start and the time spent in it on failed verifications.
+    static VERIFY_SPENT: std::cell::Cell<(Option<std::time::Instant>, Duration)> =
+        const { std::cell::Cell::new((None, Duration::ZERO)) };
+}
+
+/// Waits until this thread's verification budget has room (see [`Tokens::authenticate`]).
+async fn verify_budget_wait() {
+    loop {
+        let now = std::time::Instant::now();
+        let (window, spent) = VERIFY_SPENT.with(|s| s.get());
+        let start = match window {
+            Some(w) if now.duration_since(w) < VERIFY_WINDOW => w,
+            _ => {
+                VERIFY_SPENT.with(|s| s.set((Some(now), Duration::ZERO)));
+                return;
+            }
+        };
+        if spent < VERIFY_SHARE {
+            return;
+        }
+        tokio::time::sleep_until((start + VERIFY_WINDOW).into()).await;
+    }
+}
+
 /// Signs and verifies tokens, with a bounded cache in front of verification.
 pub struct Tokens {
     keys: ArcSwap<KeySet>,
@@ -236,12 +266,17 @@ impl Tokens {
         verify(&self.keys.load(), token)
     }
 
-    /// The claims of a token: from the cache, else verified and cached. At most
-    /// `maxConcurrentVerifications` verifications run at once across the proxy workers (the
-    /// rest wait their turn, in order, without blocking their thread): a flood of distinct
-    /// forged tokens costs at most that many threads of CPU. A verification (~40 µs) runs
-    /// inline on the calling thread: handing it to another thread cost two context switches,
-    /// more than the verification itself on a busy core.
+    /// The claims of a token: from the cache, else verified and cached.
+    ///
+    /// A verification (~40 µs) runs inline on the calling thread — handing it to another
+    /// thread cost two context switches, more than the verification itself on a busy core —
+    /// within two bounds that keep a flood of distinct forged tokens from starving requests
+    /// with cached tokens: at most `maxConcurrentVerifications` run at once across threads,
+    /// and a thread spends at most a quarter of its time on verifications that *fail*
+    /// ([`VERIFY_SHARE`] of every [`VERIFY_WINDOW`]); past that, requests that need a
+    /// verification wait (without blocking the thread) for the next window, while cached
+    /// tokens keep being served. Verifications that succeed are not throttled: distinct valid
+    /// tokens come from an issuer, not from a stranger.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Claims>, Reason> {
         let now = now_unix();
         let generation = self.generation.load(Ordering::SeqCst);
@@ -253,12 +288,21 @@ impl Tokens {
         }
         // Cheap refusals need no thread.
         precheck(token)?;
+        verify_budget_wait().await;
         let _permit = self
             .verifications
             .acquire()
             .await
             .map_err(|_| Reason::InternalError)?;
-        let claims = Arc::new(verify(&self.keys.load(), token)?);
+        let started = std::time::Instant::now();
+        let verified = verify(&self.keys.load(), token);
+        if verified.is_err() {
+            VERIFY_SPENT.with(|s| {
+                let (window, spent) = s.get();
+                s.set((window, spent + started.elapsed()));
+            });
+        }
+        let claims = Arc::new(verified?);
         // An expired token is not worth a slot; the decision will say it expired.
         if claims.expires_at + self.skew_secs >= now {
             self.cache
@@ -294,6 +338,57 @@ mod tests {
 
     fn tokens() -> Tokens {
         Tokens::new(KeySet::ephemeral(), 100, Duration::from_secs(30), 4)
+    }
+
+    /// Forged tokens may take at most a quarter of a thread's time; valid ones are not held
+    /// back. (Wall-clock bounds, generous for a noisy machine: the throttled run must take at
+    /// least twice the time its failed verifications did, the valid run must not.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn failed_verifications_are_throttled_and_valid_ones_are_not() {
+        let t = Tokens::new(KeySet::ephemeral(), 0, Duration::from_secs(30), 1);
+        let now = now_unix();
+        let valid: Vec<String> = (0..300)
+            .map(|i| {
+                t.issue(
+                    &format!("agent_{i}"),
+                    "t",
+                    Duration::from_secs(60),
+                    None,
+                    now,
+                )
+                .unwrap()
+                .0
+            })
+            .collect();
+        // Real key id, broken signature: a full verification that fails.
+        let forged: Vec<String> = valid
+            .iter()
+            .map(|v| {
+                let mut b = v.clone().into_bytes();
+                let i = 40;
+                b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+                String::from_utf8(b).unwrap()
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        for v in &valid {
+            t.authenticate(v).await.unwrap();
+        }
+        let valid_time = started.elapsed();
+        let started = std::time::Instant::now();
+        for f in &forged {
+            assert!(t.authenticate(f).await.is_err());
+        }
+        let forged_time = started.elapsed();
+        // Each forged verification costs about what a valid one does (same signature check).
+        assert!(
+            forged_time >= valid_time * 2,
+            "forged {forged_time:?} vs valid {valid_time:?}: failed verifications were not throttled"
+        );
+        assert!(
+            valid_time < forged_time,
+            "valid {valid_time:?} vs forged {forged_time:?}"
+        );
     }
 
     #[test]
