@@ -131,6 +131,11 @@ impl DataPlane {
             .metrics
             .connections_rejected
             .with_label_values(&["proxy"]);
+        let open = self
+            .gw
+            .metrics
+            .connections_open
+            .with_label_values(&["proxy"]);
         listener.set_nonblocking(true)?;
         let mut stopped = Vec::with_capacity(workers);
         for i in 0..workers.max(1) {
@@ -144,6 +149,7 @@ impl DataPlane {
                 tls: tls.clone(),
                 rejected: rejected.clone(),
                 slots: Arc::clone(&slots),
+                open: open.clone(),
             };
             let plane = Arc::clone(self);
             let stop = stop.clone();

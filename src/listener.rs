@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -39,6 +39,20 @@ pub struct Options {
     /// The listener's connection slots (`limits.maxConnections`), shared by the threads that
     /// serve it.
     pub slots: Arc<Semaphore>,
+    /// Connections holding a slot (`actgate_connections_open{listener}`).
+    pub open: IntGauge,
+}
+
+/// A connection's slot: released, and the open-connections gauge lowered, when dropped.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    open: IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -99,6 +113,11 @@ pub async fn serve<F, S, B>(
             opts.rejected.inc();
             drop(stream);
             continue;
+        };
+        opts.open.inc();
+        let permit = Slot {
+            _permit: permit,
+            open: opts.open.clone(),
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();

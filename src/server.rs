@@ -102,6 +102,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .metrics
             .connections_rejected
             .with_label_values(&["api"]),
+        open: gateway.metrics.connections_open.with_label_values(&["api"]),
     };
     servers.spawn(crate::listener::serve(
         api_listener,

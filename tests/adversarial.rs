@@ -593,6 +593,20 @@ async fn exhaustion_idle_connections_are_bounded_and_valid_traffic_flows() {
     for _ in 0..300 {
         idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
     }
+    // The kernel completes a handshake before the gateway accepts it, and several workers
+    // accept at once: wait until all 300 hold a slot, or the next one could take a slot first.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = s.gw.metrics().await;
+        if metrics.contains("actgate_connections_open{listener=\"proxy\"} 300") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "300 connections never all accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Over the limit: new connections are closed at once and counted.
     let answer = raw(
         &s.addr(),

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `actgate_connections_rejected_total{listener}`: over `limits.maxConnections`.
     pub connections_rejected: IntCounterVec,
+    /// `actgate_connections_open{listener}`: connections holding a slot now.
+    pub connections_open: IntGaugeVec,
     /// `actgate_token_cache_lookups_total{result}`: hit or miss.
     pub token_cache_lookups: IntCounterVec,
     /// `actgate_token_cache_evictions_total`.
@@ -258,6 +260,18 @@ impl Metrics {
             &["listener"],
         );
 
+        let connections_open = IntGaugeVec::new(
+            Opts::new(
+                "actgate_connections_open",
+                "Open client connections, by listener (at most limits.maxConnections).",
+            ),
+            &["listener"],
+        )
+        .expect("metric definition");
+        registry
+            .register(Box::new(connections_open.clone()))
+            .expect("unique metric");
+
         let token_cache_lookups = counter(
             "actgate_token_cache_lookups_total",
             "Verified-token cache lookups, by result (hit or miss).",
@@ -348,6 +362,7 @@ impl Metrics {
         for listener in ["proxy", "api"] {
             in_flight.with_label_values(&[listener]);
             connections_rejected.with_label_values(&[listener]);
+            connections_open.with_label_values(&[listener]);
         }
 
         let proxy_in_flight = in_flight.with_label_values(&["proxy"]);
@@ -366,6 +381,7 @@ impl Metrics {
             api_requests,
             build_info,
             connections_rejected,
+            connections_open,
             token_cache_lookups,
             token_cache_evictions,
             token_cache_entries,
