@@ -36,8 +36,10 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         let mut why = String::new();
-        if let Err(e) = store {
-            why.push_str(&format!("store: {e}\n"));
+        match (gw.health.not_ready(), store) {
+            (Some(stale), _) => why.push_str(&format!("{stale}\n")),
+            (None, Err(e)) => why.push_str(&format!("store: {e}\n")),
+            (None, Ok(())) => {}
         }
         if !audit {
             why.push_str("audit writer stopped\n");

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::error::Problems;
 use crate::policy::{Constraints, Policy, PolicySet, PolicySource, Query, Reason, validate_policy};
 use crate::snapshot::{AgentState, AgentsByTenant, Snapshot};
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Agent, AgentStatus, ApiKeyRecord, Store, StoreError};
 use crate::telemetry::Metrics;
@@ -111,6 +112,10 @@ pub enum Refresh {
 pub struct Gateway {
     /// Persistent state.
     pub store: Arc<dyn Store>,
+    /// The same store, when it is the PostgreSQL several replicas share.
+    pub shared: Option<PgStore>,
+    /// Whether the snapshot is recent enough to decide from (always, without `shared`).
+    pub health: crate::replicas::StoreHealth,
     /// Token issue and verification.
     pub tokens: Tokens,
     /// Where decisions are recorded.
@@ -138,7 +143,27 @@ impl Gateway {
         let data = config.data_dir.clone();
         create_dir_private(&data).map_err(|e| StartError::DataDir(e.to_string()))?;
         let keys = KeySet::load_or_create(&config.keys_dir())?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data)?);
+        let (store, shared, health): (Arc<dyn Store>, _, _) = match &config.store.postgres {
+            None => (
+                Arc::new(SqliteStore::open(&data)?),
+                None,
+                crate::replicas::StoreHealth::local(),
+            ),
+            Some(pg) => {
+                let settings = crate::store::postgres::PgSettings {
+                    url: pg.url.resolve().map_err(StoreError::Backend)?,
+                    max_connections: pg.max_connections,
+                    ca_file: pg.ca_file.clone(),
+                };
+                let store = PgStore::connect(&settings, pg.migrate).await?;
+                tracing::info!(database = %store.target, replica = %config.store.replica_id, "store: PostgreSQL (shared by every replica)");
+                (
+                    Arc::new(store.clone()) as Arc<dyn Store>,
+                    Some(store),
+                    crate::replicas::StoreHealth::shared(config.store.max_staleness),
+                )
+            }
+        };
         let metrics = if config.metrics.per_agent_labels {
             Metrics::with_agent_labels(config.metrics.max_agent_labels)
         } else {
@@ -183,6 +208,8 @@ impl Gateway {
         .map_err(|e| StartError::Audit(e.to_string()))?;
         let gw = Arc::new(Gateway {
             store,
+            shared,
+            health,
             tokens,
             audit,
             audit_index,
@@ -301,6 +328,9 @@ impl Gateway {
         }
         if new.tls != old.tls {
             fixed.push("tls");
+        }
+        if new.store != old.store {
+            fixed.push("store");
         }
         if new.audit != old.audit {
             fixed.push("audit");
@@ -539,7 +569,11 @@ impl Gateway {
     ) -> Outcome {
         let started = Instant::now();
         let snapshot = self.snapshot();
-        let decision = snapshot.decide(claims, tenant, query, now_unix(), self.tokens.skew_secs());
+        let decision = if self.health.fresh() {
+            snapshot.decide(claims, tenant, query, now_unix(), self.tokens.skew_secs())
+        } else {
+            crate::policy::Decision::denied(Reason::StoreUnavailable)
+        };
         let reason = decision.reason;
         self.metrics
             .decision_seconds
@@ -578,6 +612,7 @@ impl Gateway {
     pub fn admit(&self, claims: Result<&Claims, Reason>) -> Outcome {
         let snapshot = self.snapshot();
         let reason = match claims {
+            _ if !self.health.fresh() => Reason::StoreUnavailable,
             Err(r) => r,
             Ok(c) => match snapshot.check_token(c, None, now_unix(), self.tokens.skew_secs()) {
                 Ok(()) => Reason::Allowed,

@@ -65,6 +65,7 @@ pub mod listener;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;
+pub mod replicas;
 pub mod server;
 pub mod snapshot;
 pub mod store;

@@ -80,6 +80,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Apply the PostgreSQL store's pending schema migrations (store.postgres) and exit: run
+    /// it as a Job before a rollout, or let each replica do it at start (the default).
+    Migrate,
     /// Decide one request for an agent and explain each policy of its tenant: from the
     /// config and the store in dataDir, or from a running gateway with --api. Exit 0 allowed,
     /// 1 denied, 2 bad input.
@@ -130,6 +133,10 @@ enum AuditCommand {
         /// Also check checkpoints exported earlier (`actgate audit checkpoint > cp.json`).
         #[arg(long)]
         checkpoint: Vec<PathBuf>,
+        /// Check every replica's chain as copied to the shared store (store.postgres), from
+        /// the database alone, instead of this machine's log.
+        #[arg(long)]
+        from_store: bool,
     },
     /// Print a signed checkpoint of the log's current head, to keep somewhere else.
     Checkpoint,
@@ -229,6 +236,10 @@ fn main() -> ExitCode {
             Ok(config) => audit_command(config, command),
             Err(e) => config_failure(e),
         },
+        Command::Migrate => match load() {
+            Ok(config) => runtime().block_on(migrate(&config)),
+            Err(e) => config_failure(e),
+        },
         Command::Keys { command } => match load() {
             Ok(config) => keys_command(&config, command),
             Err(e) => config_failure(e),
@@ -323,9 +334,9 @@ fn keys_command(config: &Config, command: KeysCommand) -> ExitCode {
             };
             // Token counts come from the store, when there is one.
             let counts: std::collections::HashMap<String, u64> =
-                if config.data_dir.join("actgate.db").exists() {
+                if config.store.postgres.is_some() || config.data_dir.join("actgate.db").exists() {
                     runtime().block_on(async {
-                        match SqliteStore::open(&config.data_dir) {
+                        match actgate::store::open_configured(config).await {
                             Ok(store) => store
                                 .live_tokens_by_kid(now_unix())
                                 .await
@@ -406,14 +417,14 @@ async fn check_local(config: Config, req: &CheckRequest) -> ExitCode {
         }
     };
     let db = config.data_dir.join("actgate.db");
-    let store = if db.exists() {
-        SqliteStore::open(&config.data_dir)
+    let store = if config.store.postgres.is_some() || db.exists() {
+        actgate::store::open_configured(&config).await
     } else {
         eprintln!(
             "note: no store at {} yet: deciding from the config's policies and agents only",
             db.display()
         );
-        SqliteStore::in_memory()
+        SqliteStore::in_memory().map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn Store>)
     };
     let store = match store {
         Ok(s) => s,
@@ -426,7 +437,7 @@ async fn check_local(config: Config, req: &CheckRequest) -> ExitCode {
     let origin = config.origin.clone();
     let snapshot = match actgate::gateway::build_snapshot(
         std::sync::Arc::new(config),
-        &store,
+        &*store,
         None,
         actgate::gateway::Refresh::Policies,
         0,
@@ -544,7 +555,15 @@ fn print_check(r: &CheckReport, from: &str) -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
     let origin = config.origin.clone();
+    // The handlers first: a SIGTERM that comes as soon as the listeners are announced (a
+    // rollout, a test) must drain, not kill.
+    let signals = Signals {
+        term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+        int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        hup: signal(SignalKind::hangup()).expect("SIGHUP handler"),
+    };
     let running = match actgate::server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -559,23 +578,26 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     tracing::info!(config = %origin, "ready; SIGHUP reloads the config, Ctrl-C or SIGTERM stops");
-    wait_for_signal(&running).await;
+    wait_for_signal(&running, signals).await;
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
 /// Waits for SIGTERM or SIGINT; SIGHUP asks for a reload and keeps waiting.
-async fn wait_for_signal(running: &actgate::server::Running) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+async fn wait_for_signal(running: &actgate::server::Running, mut s: Signals) {
     loop {
         tokio::select! {
-            _ = term.recv() => return,
-            _ = tokio::signal::ctrl_c() => return,
-            _ = hup.recv() => {
+            _ = s.term.recv() => return,
+            _ = s.int.recv() => return,
+            _ = s.hup.recv() => {
                 tracing::info!("SIGHUP: checking the config and TLS files");
                 running.reload();
             }
@@ -604,7 +626,7 @@ async fn issue_token(
         Ok(k) => k,
         Err(e) => return fail(e.to_string()),
     };
-    let store = match SqliteStore::open(&config.data_dir) {
+    let store = match actgate::store::open_configured(&config).await {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
@@ -651,11 +673,151 @@ async fn issue_token(
     ExitCode::SUCCESS
 }
 
+/// Connects to the shared store (without migrating unless `migrate`).
+async fn connect_shared(
+    config: &Config,
+    migrate: bool,
+) -> Result<actgate::store::postgres::PgStore, ExitCode> {
+    let Some(pg) = &config.store.postgres else {
+        eprintln!(
+            "error: {} has no store.postgres: this command works on the PostgreSQL store several replicas share",
+            config.origin
+        );
+        return Err(ExitCode::from(2));
+    };
+    let url = pg.url.resolve().map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    let settings = actgate::store::postgres::PgSettings {
+        url,
+        max_connections: 2,
+        ca_file: pg.ca_file.clone(),
+    };
+    actgate::store::postgres::PgStore::connect(&settings, migrate)
+        .await
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        })
+}
+
+async fn migrate(config: &Config) -> ExitCode {
+    match connect_shared(config, true).await {
+        Ok(store) => {
+            println!(
+                "OK: {} is at schema version {}",
+                store.target,
+                actgate::store::postgres::MIGRATIONS.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// `audit verify --from-store`: each replica's chain in the shared table, from the database
+/// alone: seqs from 1 without gaps, each `prevHash` the hash of the line before, each hash
+/// that of its line, each line a record with that seq and prevHash.
+async fn verify_store(config: &Config) -> ExitCode {
+    use actgate::audit::log;
+    let store = match connect_shared(config, false).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    struct Chain {
+        records: u64,
+        next: u64,
+        prev: String,
+        broken: Option<String>,
+    }
+    let mut chains: std::collections::BTreeMap<String, Chain> = Default::default();
+    let genesis = hex::encode(log::GENESIS);
+    let walked = store
+        .audit_chains(&mut |name, seq, prev_hash, hash, line| {
+            let c = chains.entry(name.to_string()).or_insert_with(|| Chain {
+                records: 0,
+                next: 1,
+                prev: genesis.clone(),
+                broken: None,
+            });
+            if c.broken.is_some() {
+                return;
+            }
+            let record = serde_json::from_str::<log::Record>(line).ok();
+            let problem = if seq != c.next {
+                Some(format!(
+                    "seq {seq} follows seq {}: records {}..{seq} are missing",
+                    c.next - 1,
+                    c.next
+                ))
+            } else if prev_hash != c.prev {
+                Some(format!(
+                    "seq {seq}: prevHash is not the hash of seq {}",
+                    c.next - 1
+                ))
+            } else if hex::encode(log::line_hash(line.as_bytes())) != hash {
+                Some(format!(
+                    "seq {seq}: the line was changed (its hash does not match)"
+                ))
+            } else if record
+                .as_ref()
+                .is_none_or(|r| r.event.seq != seq || r.prev_hash != prev_hash)
+            {
+                Some(format!(
+                    "seq {seq}: the line is not the record its row describes"
+                ))
+            } else {
+                None
+            };
+            match problem {
+                Some(p) => c.broken = Some(p),
+                None => {
+                    c.records += 1;
+                    c.next = seq + 1;
+                    c.prev = hash.to_string();
+                }
+            }
+        })
+        .await;
+    if let Err(e) = walked {
+        eprintln!("error: reading the audit table: {e}");
+        return ExitCode::from(2);
+    }
+    if chains.is_empty() {
+        println!("OK: no audit records in {} yet", store.target);
+        return ExitCode::SUCCESS;
+    }
+    let mut tampered = false;
+    for (name, c) in &chains {
+        match &c.broken {
+            None => println!(
+                "OK: {name}: {} records, hash chain intact; head seq {} hash {}",
+                c.records,
+                c.next - 1,
+                c.prev
+            ),
+            Some(p) => {
+                tampered = true;
+                println!("TAMPERED: {name}: {p}");
+            }
+        }
+    }
+    if tampered {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn audit_command(config: Config, command: AuditCommand) -> ExitCode {
     use actgate::audit::log;
     let dir = config.data_dir.join("audit");
     let keys_dir = config.keys_dir();
     match command {
+        AuditCommand::Verify {
+            from_store: true, ..
+        } => runtime().block_on(verify_store(&config)),
         AuditCommand::Verify { checkpoint, .. } => {
             let keys = match actgate::token::keys::public_keys(&keys_dir) {
                 Ok(k) => k,

@@ -124,6 +124,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     });
     servers.spawn(watch_keys(Arc::clone(&gateway), stop.subscribe()));
+    if let Some(pg) = gateway.shared.clone() {
+        servers.spawn(crate::replicas::watch_store(
+            Arc::clone(&gateway),
+            pg.clone(),
+            stop.subscribe(),
+        ));
+        servers.spawn(crate::replicas::ship_audit(
+            Arc::clone(&gateway),
+            pg,
+            stop.subscribe(),
+        ));
+    }
     servers.spawn(flush_refusal_summaries(
         Arc::clone(&gateway),
         stop.subscribe(),

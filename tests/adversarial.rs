@@ -14,9 +14,14 @@ use serde_json::json;
 /// The route set: a read that is allowed, an admin area that is denied, a row-limited list,
 /// an update (POST, no recipients), an e-mail route with recipients.
 fn extra(up: &Upstream, limits: &str) -> String {
+    let header_read = if limits.contains("headerReadTimeout") {
+        ""
+    } else {
+        "headerReadTimeout: 1s, "
+    };
     format!(
         r#"
-limits: {{ maxBodyBytes: 4096, maxHeaders: 40, maxHeaderBytes: 8192, headerReadTimeout: 1s, maxJsonDepth: 8{limits} }}
+limits: {{ maxBodyBytes: 4096, maxHeaders: 40, maxHeaderBytes: 8192, {header_read}maxJsonDepth: 8{limits} }}
 upstreams: {{ api: {{ url: "{up}", timeout: 5s }} }}
 routes:
   - {{ name: get-customer, method: GET, path: "/crm/customers/{{id}}", upstream: api, action: read, resource: "api://crm/customers/{{id}}", rows: {{ fixed: 1 }} }}
@@ -587,7 +592,9 @@ async fn exhaustion_slowloris_is_cut_off_and_valid_traffic_flows() {
 
 #[tokio::test]
 async fn exhaustion_idle_connections_are_bounded_and_valid_traffic_flows() {
-    let s = setup_with(", maxConnections: 300").await;
+    // A header-read timeout long enough that none of the 300 is closed before the last one
+    // is open, even on a loaded machine.
+    let s = setup_with(", maxConnections: 300, headerReadTimeout: 4s").await;
     let addr = s.addr().trim_start_matches("http://").to_string();
     let mut idle = Vec::new();
     for _ in 0..300 {
@@ -620,7 +627,7 @@ async fn exhaustion_idle_connections_are_bounded_and_valid_traffic_flows() {
         "counted"
     );
     // Idle connections are closed by the header-read timeout; then valid traffic flows.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(s.get("/crm/customers/1", "").await, 200);
     drop(idle);
 }

@@ -398,7 +398,8 @@ fn reason_codes_are_the_documented_ones() {
             "explicit_deny",
             "constraint_violated",
             "no_matching_policy",
-            "internal_error"
+            "internal_error",
+            "store_unavailable"
         ]
     );
 }

@@ -42,7 +42,7 @@ pub(super) async fn enforce(
     State(gw): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
     StrictJson(input): StrictJson<EnforceInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
     let started = Instant::now();
     let mut p = Problems::new();
     let mut required = |v: &Option<String>, field: &str, hint: &str| -> String {
@@ -159,15 +159,25 @@ pub(super) async fn enforce(
         policy = outcome.policy_id.as_deref().unwrap_or("-"),
         "enforce"
     );
-    Ok(Json(json!({
-        "decision": if outcome.is_allowed() { "allowed" } else { "denied" },
-        "reason": outcome.reason.as_str(),
-        "message": outcome.message,
-        "policyId": outcome.policy_id,
-        "constraints": outcome.constraints.map(|c| serde_json::to_value(c).unwrap_or_default()).unwrap_or_else(|| json!({})),
-        "requestId": request_id,
-        "auditId": audit_id,
-    })))
+    // A decision actgate could not make (the shared store unreachable past maxStaleness) is
+    // a 503 with the same body, so a client that reads only the status fails closed too.
+    let status = if outcome.reason.fails_closed_always() {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({
+            "decision": if outcome.is_allowed() { "allowed" } else { "denied" },
+            "reason": outcome.reason.as_str(),
+            "message": outcome.message,
+            "policyId": outcome.policy_id,
+            "constraints": outcome.constraints.map(|c| serde_json::to_value(c).unwrap_or_default()).unwrap_or_else(|| json!({})),
+            "requestId": request_id,
+            "auditId": audit_id,
+        })),
+    ))
 }
 
 /// `POST /v1/check` body: a decision for an agent without a token.
@@ -279,9 +289,18 @@ pub(super) async fn audit(
     if !p.is_empty() {
         return Err(ApiError::Invalid(p));
     }
+    let limit = f.limit;
+    if let Some(pg) = &gw.shared {
+        // Every replica's events (each with its `replica`); the cursor is the shared table's
+        // row id. Records reach the table within a fraction of a second of their commit.
+        let (events, last) = pg.audit(&caller.tenant, &f).await?;
+        let next = (events.len() == limit)
+            .then(|| last.map(|id| id.to_string()))
+            .flatten();
+        return Ok(Json(json!({ "events": events, "nextCursor": next })));
+    }
     let index = Arc::clone(&gw.audit_index);
     let tenant = caller.tenant.clone();
-    let limit = f.limit;
     let events = tokio::task::spawn_blocking(move || index.query(&tenant, &f))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?

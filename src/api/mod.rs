@@ -106,6 +106,10 @@ pub enum ApiError {
     /// The store or another internal part failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The shared store cannot be reached (writes fail at once; decisions continue from the
+    /// snapshot for `store.maxStaleness`).
+    #[error("the store cannot be reached: {0}; try again shortly")]
+    StoreUnavailable(String),
 }
 
 impl ApiError {
@@ -120,6 +124,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -135,6 +140,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Internal(_) => "internal_error",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
         }
     }
 }
@@ -144,6 +150,7 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             crate::store::StoreError::Conflict(m) => ApiError::Conflict(m),
             crate::store::StoreError::Backend(m) => ApiError::Internal(m),
+            crate::store::StoreError::Unavailable(m) => ApiError::StoreUnavailable(m),
         }
     }
 }
@@ -153,6 +160,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "API request failed");
+        }
+        if let ApiError::StoreUnavailable(detail) = &self {
+            tracing::warn!(error = %detail, "API request refused: the store cannot be reached");
         }
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         match &self {

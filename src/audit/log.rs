@@ -704,3 +704,117 @@ mod tests {
         }
     }
 }
+
+/// Reads a log forward from a position, a batch at a time, with each record's line as
+/// written (for shipping index rows to the shared store, whose hashes must be of the exact
+/// bytes). Only complete lines are read: a line still being written is left for next time.
+#[derive(Debug, Clone)]
+pub struct LogCursor {
+    dir: PathBuf,
+    /// First seq of the segment being read (0: none yet).
+    segment: u64,
+    /// Byte offset of the next line in it.
+    offset: u64,
+    /// The seq the next record must have.
+    pub next_seq: u64,
+}
+
+impl LogCursor {
+    /// A cursor at the first record with `seq > after`.
+    pub fn after(dir: &Path, after: u64) -> io::Result<LogCursor> {
+        let mut cursor = LogCursor {
+            dir: dir.to_path_buf(),
+            segment: 0,
+            offset: 0,
+            next_seq: after + 1,
+        };
+        let segs = segments(dir)?;
+        // The last segment starting at or before the wanted seq holds it (or it is not
+        // written yet).
+        let Some(seg) = segs
+            .iter()
+            .filter_map(|s| first_seq(s))
+            .filter(|first| *first <= after + 1)
+            .max()
+        else {
+            return Ok(cursor);
+        };
+        cursor.segment = seg;
+        let mut reader = BufReader::new(File::open(segment_path(dir, seg))?);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 || !line.ends_with(b"\n") {
+                break;
+            }
+            let Ok(rec) = serde_json::from_slice::<Record>(&line[..n - 1]) else {
+                break;
+            };
+            if rec.event.seq > after {
+                break;
+            }
+            cursor.offset += n as u64;
+        }
+        Ok(cursor)
+    }
+
+    /// Up to `max` records from the cursor on, each with its line (without the newline);
+    /// moves past them. Empty when nothing new is complete.
+    pub fn read(&mut self, max: usize) -> io::Result<Vec<(Record, Vec<u8>)>> {
+        let mut out = Vec::new();
+        loop {
+            if self.segment == 0 {
+                match self.next_segment()? {
+                    Some(s) => self.segment = s,
+                    None => return Ok(out),
+                }
+            }
+            let mut file = File::open(segment_path(&self.dir, self.segment))?;
+            file.seek(io::SeekFrom::Start(self.offset))?;
+            let mut reader = BufReader::new(file);
+            let mut line = Vec::new();
+            while out.len() < max {
+                line.clear();
+                let n = reader.read_until(b'\n', &mut line)?;
+                if n == 0 || !line.ends_with(b"\n") {
+                    break;
+                }
+                let body = &line[..n - 1];
+                let rec: Record = serde_json::from_slice(body).map_err(|e| {
+                    io::Error::other(format!(
+                        "{}: not an audit record at byte {}: {e}",
+                        segment_path(&self.dir, self.segment).display(),
+                        self.offset
+                    ))
+                })?;
+                self.offset += n as u64;
+                if rec.event.seq < self.next_seq {
+                    continue;
+                }
+                self.next_seq = rec.event.seq + 1;
+                out.push((rec, body.to_vec()));
+            }
+            if out.len() >= max {
+                return Ok(out);
+            }
+            // This segment is read to its end: go on only when a newer one exists (the writer
+            // opens it after closing this one, so this one is complete).
+            match self.next_segment()? {
+                Some(s) if s > self.segment => {
+                    self.segment = s;
+                    self.offset = 0;
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    fn next_segment(&self) -> io::Result<Option<u64>> {
+        Ok(segments(&self.dir)?
+            .iter()
+            .filter_map(|s| first_seq(s))
+            .filter(|first| *first > self.segment)
+            .min())
+    }
+}

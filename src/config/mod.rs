@@ -308,6 +308,67 @@ pub struct TlsConfig {
     pub api: Option<TlsSettings>,
 }
 
+/// Where the PostgreSQL URL comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PgUrl {
+    /// Written in the config (a secret in a file: prefer `fromEnv`).
+    Inline(String),
+    /// The value of an environment variable, read at start.
+    Env(String),
+}
+
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PgUrl::Inline(u) => write!(f, "Inline({})", crate::store::postgres::redact(u)),
+            PgUrl::Env(v) => write!(f, "Env({v})"),
+        }
+    }
+}
+
+impl PgUrl {
+    /// The URL: as written, or read from its environment variable now.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            PgUrl::Inline(u) => Ok(u.clone()),
+            PgUrl::Env(var) => match std::env::var(var) {
+                Ok(u) if !u.trim().is_empty() => Ok(u),
+                _ => Err(format!(
+                    "store.postgres.fromEnv: the environment variable {var} is not set (it must hold postgres://user:password@host:5432/db)"
+                )),
+            },
+        }
+    }
+}
+
+/// `store.postgres`: the shared store of several replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresSettings {
+    /// The URL (`postgres://user:password@host:port/db?sslmode=require`).
+    pub url: PgUrl,
+    /// Most pooled connections.
+    pub max_connections: usize,
+    /// CA bundle for TLS to the database.
+    pub ca_file: Option<PathBuf>,
+    /// Apply pending migrations at start (else `actgate migrate` must have).
+    pub migrate: bool,
+}
+
+/// The `store` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// PostgreSQL, for several replicas; `None`: the embedded SQLite in `dataDir`.
+    pub postgres: Option<PostgresSettings>,
+    /// How long decisions continue from the last snapshot while the store is unreachable;
+    /// after that they fail closed (503, `store_unavailable`).
+    pub max_staleness: Duration,
+    /// How often the store's change counter is read (notifications aside).
+    pub poll_interval: Duration,
+    /// This replica's name in the shared audit index (default: `$HOSTNAME`, else the host
+    /// name).
+    pub replica_id: String,
+}
+
 /// Live reload of the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadSettings {
@@ -324,6 +385,8 @@ pub struct Config {
     pub origin: String,
     /// Listener addresses.
     pub listen: Listen,
+    /// The store: embedded SQLite, or PostgreSQL.
+    pub store: StoreSettings,
     /// Store, keys and audit log live here.
     pub data_dir: PathBuf,
     /// Tenant of config-defined keys and policies.
@@ -430,6 +493,7 @@ impl Config {
         let mut take = |name: &str| sections.remove(name).filter(|v| !v.is_null());
 
         let listen = compile_listen(take("listen"), &mut p);
+        let store = compile_store(take("store"), &mut p);
         let data_dir =
             typed::<String>(take("dataDir"), "dataDir", &mut p).unwrap_or_else(|| "./data".into());
         if data_dir.trim().is_empty() {
@@ -493,6 +557,7 @@ impl Config {
         Ok(Config {
             origin: origin.to_string(),
             listen,
+            store,
             data_dir: PathBuf::from(data_dir),
             tenant,
             api_keys,
@@ -975,6 +1040,99 @@ fn compile_metrics(v: Option<Value>, p: &mut Problems) -> MetricsSettings {
         p.push("metrics.maxAgentLabels", "must be between 1 and 10000");
     }
     m
+}
+
+/// The machine's name, for the default replica id.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "actgate".into())
+}
+
+fn compile_store(v: Option<Value>, p: &mut Problems) -> StoreSettings {
+    let raw = typed::<RawStore>(v, "store", p).unwrap_or_default();
+    let postgres = raw.postgres.and_then(|pg| {
+        let url = match (pg.url, pg.from_env) {
+            (Some(u), None) => {
+                if u.parse::<tokio_postgres::Config>().is_err() {
+                    p.push(
+                        "store.postgres.url",
+                        "not a PostgreSQL URL; write postgres://user:password@host:5432/db (better: fromEnv: ACTGATE_POSTGRES_URL, the URL holds a password)",
+                    );
+                    return None;
+                }
+                PgUrl::Inline(u)
+            }
+            (None, Some(var)) if !var.trim().is_empty() => PgUrl::Env(var),
+            (Some(_), Some(_)) => {
+                p.push("store.postgres", "give url or fromEnv, not both");
+                return None;
+            }
+            _ => {
+                p.push(
+                    "store.postgres",
+                    "needs fromEnv (the variable holding postgres://user:password@host:5432/db) or url",
+                );
+                return None;
+            }
+        };
+        let max_connections = pg.max_connections.unwrap_or(8);
+        if !(1..=256).contains(&max_connections) {
+            p.push("store.postgres.maxConnections", "must be 1 to 256");
+        }
+        Some(PostgresSettings {
+            url,
+            max_connections: max_connections as usize,
+            ca_file: pg.ca_file.map(PathBuf::from),
+            migrate: pg.migrate.unwrap_or(true),
+        })
+    });
+    let s = StoreSettings {
+        postgres,
+        max_staleness: raw.max_staleness.map_or(Duration::from_secs(30), |d| d.0),
+        poll_interval: raw.poll_interval.map_or(Duration::from_secs(1), |d| d.0),
+        replica_id: raw.replica_id.unwrap_or_else(host_name),
+    };
+    duration_in(
+        p,
+        "store.maxStaleness",
+        s.max_staleness,
+        Duration::from_secs(1),
+        HOUR,
+    );
+    duration_in(
+        p,
+        "store.pollInterval",
+        s.poll_interval,
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+    );
+    if s.poll_interval >= s.max_staleness {
+        p.push(
+            "store.pollInterval",
+            "must be shorter than store.maxStaleness (each poll is what keeps the snapshot fresh)",
+        );
+    }
+    if s.replica_id.is_empty()
+        || s.replica_id.len() > 128
+        || !s
+            .replica_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        p.push(
+            "store.replicaId",
+            "1–128 letters, digits, `-`, `_` or `.` (default: the host name)",
+        );
+    }
+    s
 }
 
 fn compile_reload(v: Option<Value>, p: &mut Problems) -> ReloadSettings {

@@ -246,6 +246,7 @@ pub struct RawToolRecipients {
 /// The names of the top-level sections, in documentation order.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
+    "store",
     "dataDir",
     "tenant",
     "apiKeys",
@@ -262,3 +263,24 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "mcp",
     "policies",
 ];
+
+/// The `store` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawStore {
+    pub postgres: Option<RawPostgres>,
+    pub max_staleness: Option<Dur>,
+    pub poll_interval: Option<Dur>,
+    pub replica_id: Option<String>,
+}
+
+/// `store.postgres`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawPostgres {
+    pub url: Option<String>,
+    pub from_env: Option<String>,
+    pub max_connections: Option<u64>,
+    pub ca_file: Option<String>,
+    pub migrate: Option<bool>,
+}

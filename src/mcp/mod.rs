@@ -337,7 +337,9 @@ impl Mcp {
             }
         };
         log.reason = outcome.reason.as_str();
-        let enforced = ep.mode == Mode::Enforce || outcome.is_allowed();
+        let enforced = ep.mode == Mode::Enforce
+            || outcome.is_allowed()
+            || outcome.reason.fails_closed_always();
         self.count(
             ep,
             rpc_method.as_deref(),
@@ -777,6 +779,13 @@ fn denied_answer(
         "requestId": request_id,
     });
     let id = msg.id();
+    if outcome.reason.fails_closed_always() {
+        // Not a policy's answer the model should act on: actgate cannot decide right now.
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &jsonrpc::error_response(&id, code::DENIED, &outcome.message, Some(decision)),
+        );
+    }
     // Only a tool call has a result that can say "error" to the model; anything else
     // (resources/read, prompts/get) is a JSON-RPC error carrying the same decision.
     let Some(call) = call.filter(|c| c.tool.is_some()) else {

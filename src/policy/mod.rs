@@ -85,11 +85,14 @@ pub enum Reason {
     NoMatchingPolicy,
     /// Something failed inside actgate; it denies.
     InternalError,
+    /// The shared store has been unreachable for longer than `store.maxStaleness`: the
+    /// snapshot may miss revocations, so every decision is refused (503), in monitor mode too.
+    StoreUnavailable,
 }
 
 impl Reason {
     /// Every reason, for metric pre-registration and documentation.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Allowed,
         Reason::TokenMissing,
         Reason::TokenInvalid,
@@ -102,6 +105,7 @@ impl Reason {
         Reason::ConstraintViolated,
         Reason::NoMatchingPolicy,
         Reason::InternalError,
+        Reason::StoreUnavailable,
     ];
 
     /// The wire code, e.g. `explicit_deny`.
@@ -119,6 +123,7 @@ impl Reason {
             Reason::ConstraintViolated => "constraint_violated",
             Reason::NoMatchingPolicy => "no_matching_policy",
             Reason::InternalError => "internal_error",
+            Reason::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -136,8 +141,15 @@ impl Reason {
             | Reason::ExplicitDeny
             | Reason::ConstraintViolated
             | Reason::NoMatchingPolicy
-            | Reason::InternalError => false,
+            | Reason::InternalError
+            | Reason::StoreUnavailable => false,
         }
+    }
+
+    /// Whether this denial holds in monitor mode too: actgate cannot decide at all, so it
+    /// forwards nothing (answered 503).
+    pub fn fails_closed_always(self) -> bool {
+        self == Reason::StoreUnavailable
     }
 }
 
@@ -219,6 +231,7 @@ impl<'s> Decision<'s> {
                 "no policy allows this action on this resource (default deny)".into()
             }
             Reason::InternalError => "actgate could not decide; denied (fail closed)".into(),
+            Reason::StoreUnavailable => "actgate's store has been unreachable for longer than store.maxStaleness, so revocations may be missing; denied (fail closed) until it is back".into(),
         }
     }
 }

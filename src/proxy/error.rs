@@ -44,6 +44,8 @@ pub enum ProxyError {
     GatewayTimeout,
     /// The decision could not be recorded (audit unavailable or full): fail closed.
     Unavailable(String),
+    /// The shared store has been unreachable past `store.maxStaleness`: fail closed.
+    StoreUnavailable(String),
 }
 
 impl ProxyError {
@@ -64,7 +66,9 @@ impl ProxyError {
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ProxyError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Unavailable(_) | ProxyError::StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -82,6 +86,7 @@ impl ProxyError {
             ProxyError::BadGateway(_) => "upstream_error",
             ProxyError::GatewayTimeout => "upstream_timeout",
             ProxyError::Unavailable(_) => "audit_unavailable",
+            ProxyError::StoreUnavailable(_) => "store_unavailable",
         }
     }
 
@@ -96,7 +101,7 @@ impl ProxyError {
             ProxyError::RequestTimeout => "request_timeout",
             ProxyError::BadGateway(_) => "bad_gateway",
             ProxyError::GatewayTimeout => "gateway_timeout",
-            ProxyError::Unavailable(_) => "service_unavailable",
+            ProxyError::Unavailable(_) | ProxyError::StoreUnavailable(_) => "service_unavailable",
         }
     }
 
@@ -121,6 +126,7 @@ impl ProxyError {
                 "actgate cannot record this decision right now; denied (fail closed), retry later"
                     .into()
             }
+            ProxyError::StoreUnavailable(m) => m.clone(),
         }
     }
 

@@ -215,7 +215,9 @@ impl Proxy {
             &query,
         );
         log.reason = outcome.reason.as_str();
-        let enforced = route.mode == Mode::Enforce || outcome.is_allowed();
+        let enforced = route.mode == Mode::Enforce
+            || outcome.is_allowed()
+            || outcome.reason.fails_closed_always();
 
         // 5. audit
         let tenant = outcome
@@ -247,7 +249,9 @@ impl Proxy {
         }
         if !outcome.is_allowed() {
             if enforced {
-                return Err(if outcome.reason.is_token_problem() {
+                return Err(if outcome.reason.fails_closed_always() {
+                    ProxyError::StoreUnavailable(outcome.message)
+                } else if outcome.reason.is_token_problem() {
                     ProxyError::Unauthorized {
                         reason: outcome.reason,
                         message: outcome.message,

@@ -5,6 +5,7 @@
 //! may assume SQLite. The hot path never calls the store; it reads the snapshot built from it.
 //! Tokens themselves are never stored — only their metadata (id, agent, expiry, revocation).
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -19,13 +20,39 @@ pub enum StoreError {
     /// A uniqueness rule was broken (duplicate id or name).
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The backend failed (disk, corruption, connection).
+    /// The backend failed (disk, corruption, a query the database refused).
     #[error("store unavailable: {0}")]
     Backend(String),
+    /// The backend cannot be reached (the shared PostgreSQL is down or unreachable).
+    #[error("store unreachable: {0}")]
+    Unavailable(String),
 }
 
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opens the store the config names: `store.postgres` (connecting, and migrating when
+/// `migrate` is on), else the embedded SQLite store in `dataDir`. For the CLI commands that
+/// read or write the store beside a running gateway.
+pub async fn open_configured(
+    config: &crate::config::Config,
+) -> StoreResult<std::sync::Arc<dyn Store>> {
+    match &config.store.postgres {
+        None => Ok(std::sync::Arc::new(sqlite::SqliteStore::open(
+            &config.data_dir,
+        )?)),
+        Some(pg) => {
+            let settings = postgres::PgSettings {
+                url: pg.url.resolve().map_err(StoreError::Backend)?,
+                max_connections: 2,
+                ca_file: pg.ca_file.clone(),
+            };
+            Ok(std::sync::Arc::new(
+                postgres::PgStore::connect(&settings, pg.migrate).await?,
+            ))
+        }
+    }
+}
 
 /// Whether an agent may act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

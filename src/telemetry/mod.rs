@@ -5,7 +5,7 @@
 //! class, result. Never a token, an agent's free text, a resource id or a path.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -58,6 +58,15 @@ pub struct Metrics {
     pub connections_rejected: IntCounterVec,
     /// `actgate_connections_open{listener}`: connections holding a slot now.
     pub connections_open: IntGaugeVec,
+    /// `actgate_store_up`: 1 while the store answers (always 1 with the embedded one).
+    pub store_up: IntGauge,
+    /// `actgate_store_staleness_seconds`: since the snapshot was last confirmed current.
+    pub store_staleness: Gauge,
+    /// `actgate_store_syncs_total{result}`: snapshot rebuilds from the shared store's
+    /// changes (`changed`) and failed contacts (`error`).
+    pub store_syncs: IntCounterVec,
+    /// `actgate_audit_shipped_total`: audit records copied to the shared store.
+    pub audit_shipped: IntCounter,
     /// `actgate_token_cache_lookups_total{result}`: hit or miss.
     pub token_cache_lookups: IntCounterVec,
     /// `actgate_token_cache_evictions_total`.
@@ -291,6 +300,31 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
+        let store_up = gauge(
+            "actgate_store_up",
+            "1 while the store answers (always 1 with the embedded SQLite store).",
+        );
+        store_up.set(1);
+        let store_staleness = Gauge::new(
+            "actgate_store_staleness_seconds",
+            "Seconds since the snapshot was last confirmed current with the shared store (0 with the embedded store); past store.maxStaleness every decision is refused.",
+        )
+        .expect("metric definition");
+        registry
+            .register(Box::new(store_staleness.clone()))
+            .expect("unique metric");
+        let store_syncs = counter(
+            "actgate_store_syncs_total",
+            "Shared store: snapshot rebuilds after a change (changed) and failed contacts (error).",
+            &["result"],
+        );
+        for result in ["changed", "error"] {
+            store_syncs.with_label_values(&[result]);
+        }
+        let audit_shipped = plain_counter(
+            "actgate_audit_shipped_total",
+            "Audit records copied to the shared store (store.postgres).",
+        );
         let token_cache_evictions = plain_counter(
             "actgate_token_cache_evictions_total",
             "Verified tokens evicted from the cache (capacity or expiry).",
@@ -382,6 +416,10 @@ impl Metrics {
             build_info,
             connections_rejected,
             connections_open,
+            store_up,
+            store_staleness,
+            store_syncs,
+            audit_shipped,
             token_cache_lookups,
             token_cache_evictions,
             token_cache_entries,
@@ -428,6 +466,9 @@ impl Metrics {
             audit.aggregated.load(Ordering::Relaxed),
         );
         self.audit_queue_depth.set(gw.audit.queue_depth() as i64);
+        self.store_up.set(i64::from(gw.health.is_up()));
+        self.store_staleness
+            .set(gw.health.staleness().as_secs_f64());
     }
 
     /// The registry, for collectors registered elsewhere.

@@ -334,6 +334,24 @@ impl KeySet {
         self.verifying.get(kid)
     }
 
+    /// Every trusted public key as (kid, base64 of its 32 bytes), for publishing in the
+    /// shared store.
+    pub fn publics(&self) -> Vec<(String, String)> {
+        use base64::Engine;
+        let mut out: Vec<(String, String)> = self
+            .verifying
+            .iter()
+            .map(|(kid, k)| {
+                (
+                    kid.clone(),
+                    base64::engine::general_purpose::STANDARD.encode(k.as_bytes()),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Ids of every trusted key.
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.verifying.keys().map(String::as_str)

@@ -99,16 +99,74 @@ fn precheck(token: &str) -> Result<(), Reason> {
     Ok(())
 }
 
-/// Verifies `token` against `keys` and reads its claims.
-fn verify(keys: &KeySet, token: &str) -> Result<Claims, Reason> {
+/// Public keys other replicas published in the shared store (verify-only), and the key ids
+/// retired there (which verify nothing, wherever the key came from).
+#[derive(Default)]
+pub struct Published {
+    keys: ahash::AHashMap<String, pasetors::keys::AsymmetricPublicKey<V4>>,
+    retired: ahash::AHashSet<String>,
+}
+
+impl Published {
+    /// From the store's rows (kid, base64 public key, retired); a row whose key does not
+    /// match its kid is skipped (and named in the returned list).
+    pub fn from_rows(rows: &[(String, String, bool)]) -> (Published, Vec<String>) {
+        use base64::Engine;
+        let mut p = Published::default();
+        let mut bad = Vec::new();
+        for (kid, public, retired) in rows {
+            if *retired {
+                p.retired.insert(kid.clone());
+                continue;
+            }
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(public)
+                .ok()
+                .and_then(|b| pasetors::keys::AsymmetricPublicKey::<V4>::from(&b).ok())
+                .filter(|k| keys::key_id(k) == *kid);
+            match key {
+                Some(k) => {
+                    p.keys.insert(kid.clone(), k);
+                }
+                None => bad.push(kid.clone()),
+            }
+        }
+        (p, bad)
+    }
+
+    /// Number of published keys (retired ones excluded).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether none is published.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// The key that verifies tokens of `kid`: the local set's or a published one, unless the
+/// shared store retired it.
+fn verifying_key<'a>(
+    keys: &'a KeySet,
+    published: &'a Published,
+    kid: &str,
+) -> Option<&'a pasetors::keys::AsymmetricPublicKey<V4>> {
+    if published.retired.contains(kid) {
+        return None;
+    }
+    keys.verifying_key(kid).or_else(|| published.keys.get(kid))
+}
+
+/// Verifies `token` against `keys` (and keys published in the shared store) and reads its
+/// claims.
+fn verify(keys: &KeySet, published: &Published, token: &str) -> Result<Claims, Reason> {
     precheck(token)?;
     let untrusted = UntrustedToken::<pasetors::Public, V4>::try_from(token)
         .map_err(|_| Reason::TokenInvalid)?;
     let footer: Footer =
         serde_json::from_slice(untrusted.untrusted_footer()).map_err(|_| Reason::TokenInvalid)?;
-    let public = keys
-        .verifying_key(&footer.kid)
-        .ok_or(Reason::TokenInvalid)?;
+    let public = verifying_key(keys, published, &footer.kid).ok_or(Reason::TokenInvalid)?;
     let trusted =
         PublicToken::verify(public, &untrusted, None, None).map_err(|_| Reason::TokenInvalid)?;
     let wire: WireClaims =
@@ -170,6 +228,7 @@ async fn verify_budget_wait() {
 /// Signs and verifies tokens, with a bounded cache in front of verification.
 pub struct Tokens {
     keys: ArcSwap<KeySet>,
+    published: ArcSwap<Published>,
     /// Bumped after every key set change; a cached token verified before it is checked
     /// against the new key set once more (its key may have been retired).
     generation: AtomicU64,
@@ -189,6 +248,7 @@ impl Tokens {
     ) -> Tokens {
         Tokens {
             keys: ArcSwap::from_pointee(keys),
+            published: ArcSwap::from_pointee(Published::default()),
             generation: AtomicU64::new(0),
             cache: TokenCache::new(cache_capacity),
             skew_secs: clock_skew.as_secs() as i64,
@@ -205,9 +265,23 @@ impl Tokens {
         self.cache.clear();
     }
 
+    /// Replaces the keys published in the shared store. A key newly retired there empties
+    /// the cache, as a local retirement does.
+    pub fn set_published(&self, published: Published) {
+        let newly_retired = {
+            let old = self.published.load();
+            published.retired.iter().any(|k| !old.retired.contains(k))
+        };
+        self.published.store(Arc::new(published));
+        if newly_retired {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.cache.clear();
+        }
+    }
+
     /// Whether the key `kid` still verifies tokens.
     fn trusted(&self, kid: &str) -> bool {
-        self.keys.load().verifying_key(kid).is_some()
+        verifying_key(&self.keys.load(), &self.published.load(), kid).is_some()
     }
 
     /// The current key set.
@@ -263,7 +337,7 @@ impl Tokens {
     /// Verifies a token's signature and reads its claims, without the cache. Time and
     /// revocation are not checked here.
     pub fn verify_uncached(&self, token: &str) -> Result<Claims, Reason> {
-        verify(&self.keys.load(), token)
+        verify(&self.keys.load(), &self.published.load(), token)
     }
 
     /// The claims of a token: from the cache, else verified and cached.
@@ -295,7 +369,7 @@ impl Tokens {
             .await
             .map_err(|_| Reason::InternalError)?;
         let started = std::time::Instant::now();
-        let verified = verify(&self.keys.load(), token);
+        let verified = verify(&self.keys.load(), &self.published.load(), token);
         if verified.is_err() {
             VERIFY_SPENT.with(|s| {
                 let (window, spent) = s.get();
