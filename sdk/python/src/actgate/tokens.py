@@ -1,0 +1,92 @@
+"""Capability tokens that renew themselves before they expire."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Optional, Sequence
+
+from .models import IssuedToken
+
+
+class TokenSource:
+    """Issues a token for one agent and hands it out until it nears expiry, then issues the
+    next one. Safe from many threads at once (one issue at a time; the others wait for it and
+    share its token); for asyncio use :class:`AsyncTokenSource`.
+
+    ``refresh_before`` (seconds): renew when less than this is left (default: a fifth of the
+    lifetime, at least 5 s).
+    """
+
+    def __init__(self, client: Any, agent_id: str, *, ttl: Optional[int] = None, policy_ids: Optional[Sequence[str]] = None, refresh_before: Optional[float] = None, clock: Any = time.monotonic) -> None:
+        self._client = client
+        self.agent_id = agent_id
+        self._ttl = ttl
+        self._policy_ids = policy_ids
+        self._refresh_before = refresh_before
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current: Optional[IssuedToken] = None
+        self._renew_at = 0.0
+        #: How many tokens this source has issued.
+        self.issued = 0
+
+    def __repr__(self) -> str:
+        return f"actgate.TokenSource(agent_id={self.agent_id!r})"
+
+    def _schedule(self, t: IssuedToken) -> None:
+        margin = self._refresh_before if self._refresh_before is not None else max(5.0, t.expires_in / 5)
+        self._renew_at = self._clock() + max(0.0, t.expires_in - margin)
+
+    def current(self) -> IssuedToken:
+        """The token in force (issuing a new one when due)."""
+        with self._lock:
+            if self._current is None or self._clock() >= self._renew_at:
+                t = self._client.issue_token(self.agent_id, expires_in=self._ttl, policy_ids=self._policy_ids)
+                self.issued += 1
+                self._current = t
+                self._schedule(t)
+            return self._current
+
+    def token(self) -> str:
+        """The token string, for ``Authorization: Bearer`` or ``validate``."""
+        return self.current().token
+
+    def __call__(self) -> str:
+        return self.token()
+
+
+class AsyncTokenSource:
+    """:class:`TokenSource` for asyncio: ``await source.token()``; concurrent tasks share one
+    issue."""
+
+    def __init__(self, client: Any, agent_id: str, *, ttl: Optional[int] = None, policy_ids: Optional[Sequence[str]] = None, refresh_before: Optional[float] = None, clock: Any = time.monotonic) -> None:
+        self._client = client
+        self.agent_id = agent_id
+        self._ttl = ttl
+        self._policy_ids = policy_ids
+        self._refresh_before = refresh_before
+        self._clock = clock
+        self._lock: Optional[asyncio.Lock] = None
+        self._current: Optional[IssuedToken] = None
+        self._renew_at = 0.0
+        self.issued = 0
+
+    def __repr__(self) -> str:
+        return f"actgate.AsyncTokenSource(agent_id={self.agent_id!r})"
+
+    async def current(self) -> IssuedToken:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._current is None or self._clock() >= self._renew_at:
+                t = await self._client.issue_token(self.agent_id, expires_in=self._ttl, policy_ids=self._policy_ids)
+                self.issued += 1
+                self._current = t
+                margin = self._refresh_before if self._refresh_before is not None else max(5.0, t.expires_in / 5)
+                self._renew_at = self._clock() + max(0.0, t.expires_in - margin)
+            return self._current
+
+    async def token(self) -> str:
+        return (await self.current()).token
