@@ -34,6 +34,9 @@ pub enum StartError {
     /// The data directory could not be created.
     #[error("data directory: {0}")]
     DataDir(String),
+    /// A listener could not be bound (the message names the address and the setting).
+    #[error("{0}")]
+    Listen(String),
     /// The signing keys could not be loaded.
     #[error("signing keys: {0}")]
     Keys(#[from] KeyError),

@@ -197,19 +197,25 @@ fn main() -> ExitCode {
     let load = || Config::load_default(config_path.as_deref());
     match cli.command {
         Command::Serve { log_format } => {
-            init_tracing(log_format);
+            if let Err(e) = init_tracing(log_format) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             let config = match load() {
                 Ok(c) => c,
                 Err(e) => return config_failure(e),
             };
-            runtime().block_on(serve(config))
+            runtime().block_on(serve(config, log_format))
         }
         Command::Demo {
             data_dir,
             keep_running,
             keep,
         } => {
-            init_tracing(LogFormat::Text);
+            if let Err(e) = init_tracing(LogFormat::Text) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             match runtime().block_on(actgate::demo::run(data_dir, keep_running, keep)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -554,7 +560,7 @@ fn print_check(r: &CheckReport, from: &str) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, log_format: LogFormat) -> ExitCode {
     use tokio::signal::unix::{SignalKind, signal};
     let origin = config.origin.clone();
     // The handlers first: a SIGTERM that comes as soon as the listeners are announced (a
@@ -567,8 +573,12 @@ async fn serve(config: Config) -> ExitCode {
     let running = match actgate::server::start(config).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %e, "actgate cannot start");
-            eprintln!("error: {e}");
+            // Once: as a JSON log line for log pipelines, else as the plain error (a text log
+            // line would say the same thing twice on the same terminal).
+            match log_format {
+                LogFormat::Json => tracing::error!(error = %e, "actgate cannot start"),
+                LogFormat::Text => eprintln!("error: {e}"),
+            }
             // A weak key is a config error (2); anything else kept it from starting (1).
             let code = match e {
                 actgate::gateway::StartError::WeakKey(_) => 2,
@@ -987,6 +997,23 @@ fn audit_command(config: Config, command: AuditCommand) -> ExitCode {
 
 fn tail(dir: &std::path::Path, lines: usize, follow: bool) -> ExitCode {
     use actgate::audit::log;
+    if !dir.exists() {
+        eprintln!(
+            "no audit log at {} yet: the gateway creates it when it first starts{}",
+            dir.display(),
+            if follow {
+                "; waiting for it"
+            } else {
+                " (check dataDir in the config)"
+            }
+        );
+        if !follow {
+            return ExitCode::from(2);
+        }
+        while !dir.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
     let mut last: Vec<String> = Vec::new();
     let mut last_seq = 0;
     let print = |rec: &log::Record| serde_json::to_string(rec).unwrap_or_default();

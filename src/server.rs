@@ -38,9 +38,14 @@ pub struct Running {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| StartError::DataDir(format!("cannot listen on {addr} ({what}): {e}")))
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "; another process holds the port (another actgate?): stop it or change the address"
+        } else {
+            ""
+        };
+        StartError::Listen(format!("cannot listen on {addr} ({what}): {e}{hint}"))
+    })
 }
 
 fn tls_for(
@@ -85,7 +90,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .spawn_workers(
             proxy_listener
                 .into_std()
-                .map_err(|e| StartError::DataDir(format!("listen.proxy: {e}")))?,
+                .map_err(|e| StartError::Listen(format!("listen.proxy: {e}")))?,
             gateway.config().listen.workers,
             proxy_tls.clone(),
             stop.subscribe(),

@@ -309,6 +309,7 @@ async fn count(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Resp
     let span = tracing::debug_span!("api", request_id = %request_id);
     let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
     gauge.dec();
+
     if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-act-request-id", v);
     }
@@ -319,13 +320,43 @@ async fn count(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Resp
     resp
 }
 
+/// The router's bare 405 as the API's JSON error shape, naming the methods the path takes
+/// (its `Allow` header kept). Outside the router: axum adds `Allow` as its routes answer.
+async fn json_method_not_allowed(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED
+        || resp.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return resp;
+    }
+    let (mut parts, _) = resp.into_parts();
+    let allow = parts
+        .headers
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = json!({
+        "error": "method_not_allowed",
+        "message": format!("{method} is not allowed on {path}; it takes {allow}"),
+    })
+    .to_string();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
 async fn fallback() -> ApiError {
     ApiError::NotFound("route".into())
 }
 
 /// The API router.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route(
             "/v1/agents",
             post(resources::create_agent).get(resources::list_agents),
@@ -357,7 +388,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             authenticate,
         ))
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), count))
-        .with_state(gw)
+        .with_state(gw);
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(json_method_not_allowed))
 }
 
 /// An empty 200 body, for handlers that answer with nothing.

@@ -222,7 +222,9 @@ fn check_config_clash(gw: &Gateway, tenant: &str, id: &str, name: &str) -> Resul
         }
         if cp.name == name {
             return Err(ApiError::Conflict(format!(
-                "a config-file policy is already named {name:?}"
+                "a config-file policy is already named {name:?}: {} ({}); choose another name",
+                cp.id,
+                gw.config().origin
             )));
         }
     }
@@ -248,13 +250,34 @@ pub(super) async fn create_policy(
         updated_at: now.clone(),
     };
     let _guard = gw.write_lock().await;
-    gw.store.insert_policy(&stored).await.map_err(|e| match e {
-        crate::store::StoreError::Conflict(_) => ApiError::Conflict(format!(
-            "a policy with id {id} or name {:?} already exists",
-            policy.name
-        )),
-        other => other.into(),
-    })?;
+    if let Err(e) = gw.store.insert_policy(&stored).await {
+        return Err(match e {
+            crate::store::StoreError::Conflict(_) => {
+                // Name the policy that holds the id or the name, not the one refused.
+                let existing = gw
+                    .store
+                    .policies(&caller.tenant)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|p| p.id() == id || p.input.name.as_deref() == Some(&policy.name));
+                ApiError::Conflict(match existing {
+                    Some(p) if p.id() == id => format!("policy {id} already exists"),
+                    Some(p) => format!(
+                        "a policy named {:?} already exists: {}; choose another name or change that one (PUT /v1/policies/{})",
+                        policy.name,
+                        p.id(),
+                        p.id()
+                    ),
+                    None => format!(
+                        "a policy with id {id} or name {:?} already exists",
+                        policy.name
+                    ),
+                })
+            }
+            other => other.into(),
+        });
+    }
     refresh(&gw, Refresh::Policies).await?;
     tracing::info!(policy = %id, tenant = %caller.tenant, "policy created");
     let view = PolicyView {

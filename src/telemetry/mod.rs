@@ -508,10 +508,18 @@ pub enum LogFormat {
 }
 
 /// Installs the global tracing subscriber, writing to stderr. The level comes from
-/// `ACTGATE_LOG` (e.g. `info`, `actgate=debug`), default `info`.
-pub fn init_tracing(format: LogFormat) {
+/// `ACTGATE_LOG` (e.g. `info`, `actgate=debug`), default `info`. An `ACTGATE_LOG` that does not
+/// parse is an error naming it (a typo must not silently mean "info").
+pub fn init_tracing(format: LogFormat) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("ACTGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match std::env::var("ACTGATE_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v).map_err(|e| {
+            format!(
+                "ACTGATE_LOG={v:?} is not a log filter ({e}); write a level (error, warn, info, debug, trace) or target=level pairs, e.g. info,actgate=debug"
+            )
+        })?,
+        _ => EnvFilter::new("info"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -525,4 +533,5 @@ pub fn init_tracing(format: LogFormat) {
             .with_current_span(true)
             .try_init(),
     };
+    Ok(())
 }
