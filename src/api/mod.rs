@@ -390,8 +390,17 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), count))
         .with_state(gw);
     Router::new()
+        .route("/v1/openapi.json", get(openapi))
         .fallback_service(routes)
         .layer(middleware::from_fn(json_method_not_allowed))
+}
+
+/// The OpenAPI 3.1 document of this API (`tests/openapi.rs` checks it against the routes).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /v1/openapi.json`, without an API key: it describes the API, it grants nothing.
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// An empty 200 body, for handlers that answer with nothing.

@@ -609,19 +609,56 @@ pub fn is_tenant(s: &str) -> bool {
 
 /// Deserializes one value, recording a failure with its full path.
 fn typed<T: DeserializeOwned>(value: Option<Value>, path: &str, p: &mut Problems) -> Option<T> {
-    let value = value?;
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let at = if inner == "." {
-                path.to_string()
-            } else {
-                join(path, &inner)
-            };
-            p.push(at, e.into_inner().to_string());
-            None
+    let mut value = value?;
+    // One typo must not hide the other problems of its section: after each error, the key
+    // it names is taken out and the rest read again (a value with problems is still refused).
+    let mut failed = false;
+    for _ in 0..32 {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => return (!failed).then_some(t),
+            Err(e) => {
+                failed = true;
+                let inner = e.path().to_string();
+                let at = if inner == "." {
+                    path.to_string()
+                } else {
+                    join(path, &inner)
+                };
+                let segments: Vec<serde_path_to_error::Segment> =
+                    e.path().iter().cloned().collect();
+                p.push(at, e.into_inner().to_string());
+                if !remove_key(&mut value, &segments) {
+                    return None;
+                }
+            }
         }
+    }
+    None
+}
+
+/// Removes the mapping key `path` ends with; false when it does not end with one that exists.
+fn remove_key(value: &mut Value, path: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for seg in parents {
+        at = match (seg, at) {
+            (Segment::Map { key }, Value::Mapping(m)) => match m.get_mut(key.as_str()) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, at) {
+        (Segment::Map { key }, Value::Mapping(m)) => m.remove(key.as_str()).is_some(),
+        _ => false,
     }
 }
 
@@ -1780,6 +1817,24 @@ bogus: 1
                 .any(|g| g.starts_with("tokens.maxTTL: unknown field `maxTTL`")),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn one_typo_does_not_hide_the_other_problems_of_its_section() {
+        let got = problems(
+            "tokens: { maxTTL: 1h, clockSkw: 5s, cacheCapacity: lots }\nlimits: { maxBody: 1 }\n",
+        );
+        for want in [
+            "tokens.maxTTL: unknown field `maxTTL`",
+            "tokens.clockSkw: unknown field `clockSkw`",
+            "tokens.cacheCapacity: invalid type",
+            "limits.maxBody: unknown field `maxBody`",
+        ] {
+            assert!(
+                got.iter().any(|g| g.starts_with(want)),
+                "missing {want:?} in {got:#?}"
+            );
+        }
     }
 
     #[test]

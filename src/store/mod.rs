@@ -91,9 +91,11 @@ pub struct Agent {
     pub metadata: Map<String, Value>,
     /// Active or revoked.
     pub status: AgentStatus,
-    /// RFC 3339.
+    /// RFC 3339 (absent for agents of the config file).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub created_at: String,
-    /// RFC 3339.
+    /// RFC 3339 (absent for agents of the config file).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub updated_at: String,
     /// `api`, or `config` for agents as code (read-only through the API).
     pub source: crate::policy::PolicySource,
