@@ -1,7 +1,8 @@
-//! The documented examples, run as documented: the README's MCP walkthrough
-//! (`examples/mcp/walkthrough.sh`, with `config/examples/mcp.yaml` and the example MCP server)
-//! against the real binary, and the README's copy of it checked against the script, so the
-//! two cannot drift apart.
+//! The documented examples, run as documented: the book's quick start
+//! (`examples/quickstart.sh`) and MCP walkthrough (`examples/mcp/walkthrough.sh`, with
+//! `config/examples/mcp.yaml` and the example MCP server) against the real binary, and the
+//! book's copies of them checked against the scripts, so they cannot drift apart. Both use the
+//! default ports, so they run one at a time.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,14 +11,17 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[test]
-fn the_readme_mcp_walkthrough_is_the_script_the_tests_run() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let script = std::fs::read_to_string(root().join("examples/mcp/walkthrough.sh")).unwrap();
+/// The default ports are shared: one script at a time.
+static PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Every line of the `sh` block after `marker` in the book page `page` is in `script`.
+fn page_block_is_in_script(page: &str, marker: &str, script: &str) {
+    let readme = std::fs::read_to_string(root().join(page)).unwrap();
+    let script_text = std::fs::read_to_string(root().join(script)).unwrap();
     let section = readme
-        .split("<!-- mcp-walkthrough -->")
+        .split(marker)
         .nth(1)
-        .expect("the README marks its MCP walkthrough");
+        .unwrap_or_else(|| panic!("{page} marks its block with {marker}"));
     let block = section
         .split("```sh\n")
         .nth(1)
@@ -25,14 +29,67 @@ fn the_readme_mcp_walkthrough_is_the_script_the_tests_run() {
         .expect("a sh block");
     for line in block.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
-            script.contains(line),
-            "README line not in examples/mcp/walkthrough.sh: {line}"
+            script_text.contains(line),
+            "{page} line not in {script}: {line}"
         );
     }
 }
 
 #[test]
+fn the_book_quick_start_is_the_script_the_tests_run() {
+    page_block_is_in_script(
+        "docs/src/getting-started.md",
+        "<!-- quickstart -->",
+        "examples/quickstart.sh",
+    );
+}
+
+#[test]
+fn the_quick_start_runs_verbatim() {
+    let _ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new("bash")
+        .arg("examples/quickstart.sh")
+        .current_dir(root())
+        .env("ACTGATE", env!("CARGO_BIN_EXE_actgate"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(root().join("docs/src/getting-started.md")).unwrap();
+    // The page shows the output; every line of it but the generated policy id is the output.
+    let shown = page
+        .split("It prints:\n\n```text\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the page shows the output");
+    let got: Vec<&str> = stdout.lines().collect();
+    let want: Vec<&str> = shown.lines().collect();
+    assert_eq!(got.len(), want.len(), "{stdout}");
+    for (g, w) in got.iter().zip(&want) {
+        if w.contains("pol_…") {
+            assert!(g.starts_with("{\"id\":\"pol_"), "{g}");
+        } else {
+            assert_eq!(g, w);
+        }
+    }
+}
+
+#[test]
+fn the_book_mcp_walkthrough_is_the_script_the_tests_run() {
+    page_block_is_in_script(
+        "docs/src/mcp.md",
+        "<!-- mcp-walkthrough -->",
+        "examples/mcp/walkthrough.sh",
+    );
+}
+
+#[test]
 fn the_mcp_walkthrough_runs_verbatim() {
+    let _ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
     let venv = root().join("target/py-venv/bin");
     if std::env::var("ACTGATE_SKIP_SDK_TESTS").as_deref() == Ok("1") {
         eprintln!("\n*** SKIPPED: the MCP walkthrough (ACTGATE_SKIP_SDK_TESTS=1) ***\n");

@@ -207,7 +207,11 @@ fn readme_snippets_are_the_ones_the_tests_run() {
         "python",
         "sdk/python/tests/test_readme.py",
     );
-    snippets_are_tested("README.md", "python", "sdk/python/tests/test_readme.py");
+    snippets_are_tested(
+        "docs/src/clients.md",
+        "python",
+        "sdk/python/tests/test_readme.py",
+    );
     snippets_are_tested(
         "sdk/typescript/README.md",
         "ts",
