@@ -10,14 +10,9 @@ from typing import Any, Optional, Sequence
 from .models import IssuedToken
 
 
-class TokenSource:
-    """Issues a token for one agent and hands it out until it nears expiry, then issues the
-    next one. Safe from many threads at once (one issue at a time; the others wait for it and
-    share its token); for asyncio use :class:`AsyncTokenSource`.
-
-    ``refresh_before`` (seconds): renew when less than this is left (default: a fifth of the
-    lifetime, at least 5 s).
-    """
+class _Source:
+    """What both sources keep: the agent, the lifetime asked for, the token in force and when
+    to renew it."""
 
     def __init__(self, client: Any, agent_id: str, *, ttl: Optional[int] = None, policy_ids: Optional[Sequence[str]] = None, refresh_before: Optional[float] = None, clock: Any = time.monotonic) -> None:
         self._client = client
@@ -26,27 +21,44 @@ class TokenSource:
         self._policy_ids = policy_ids
         self._refresh_before = refresh_before
         self._clock = clock
-        self._lock = threading.Lock()
         self._current: Optional[IssuedToken] = None
         self._renew_at = 0.0
         #: How many tokens this source has issued.
         self.issued = 0
 
     def __repr__(self) -> str:
-        return f"actgate.TokenSource(agent_id={self.agent_id!r})"
+        return f"actgate.{type(self).__name__}(agent_id={self.agent_id!r})"
 
-    def _schedule(self, t: IssuedToken) -> None:
+    def _due(self) -> bool:
+        return self._current is None or self._clock() >= self._renew_at
+
+    def _keep(self, t: IssuedToken) -> IssuedToken:
+        self.issued += 1
+        self._current = t
         margin = self._refresh_before if self._refresh_before is not None else max(5.0, t.expires_in / 5)
         self._renew_at = self._clock() + max(0.0, t.expires_in - margin)
+        return t
+
+
+class TokenSource(_Source):
+    """Issues a token for one agent and hands it out until it nears expiry, then issues the
+    next one. Safe from many threads at once (one issue at a time; the others wait for it and
+    share its token); for asyncio use :class:`AsyncTokenSource`.
+
+    ``refresh_before`` (seconds): renew when less than this is left (default: a fifth of the
+    lifetime, at least 5 s).
+    """
+
+    def __init__(self, client: Any, agent_id: str, **options: Any) -> None:
+        super().__init__(client, agent_id, **options)
+        self._lock = threading.Lock()
 
     def current(self) -> IssuedToken:
         """The token in force (issuing a new one when due)."""
         with self._lock:
-            if self._current is None or self._clock() >= self._renew_at:
-                t = self._client.issue_token(self.agent_id, expires_in=self._ttl, policy_ids=self._policy_ids)
-                self.issued += 1
-                self._current = t
-                self._schedule(t)
+            if self._due():
+                return self._keep(self._client.issue_token(self.agent_id, expires_in=self._ttl, policy_ids=self._policy_ids))
+            assert self._current is not None
             return self._current
 
     def token(self) -> str:
@@ -57,35 +69,21 @@ class TokenSource:
         return self.token()
 
 
-class AsyncTokenSource:
+class AsyncTokenSource(_Source):
     """:class:`TokenSource` for asyncio: ``await source.token()``; concurrent tasks share one
     issue."""
 
-    def __init__(self, client: Any, agent_id: str, *, ttl: Optional[int] = None, policy_ids: Optional[Sequence[str]] = None, refresh_before: Optional[float] = None, clock: Any = time.monotonic) -> None:
-        self._client = client
-        self.agent_id = agent_id
-        self._ttl = ttl
-        self._policy_ids = policy_ids
-        self._refresh_before = refresh_before
-        self._clock = clock
+    def __init__(self, client: Any, agent_id: str, **options: Any) -> None:
+        super().__init__(client, agent_id, **options)
         self._lock: Optional[asyncio.Lock] = None
-        self._current: Optional[IssuedToken] = None
-        self._renew_at = 0.0
-        self.issued = 0
-
-    def __repr__(self) -> str:
-        return f"actgate.AsyncTokenSource(agent_id={self.agent_id!r})"
 
     async def current(self) -> IssuedToken:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._current is None or self._clock() >= self._renew_at:
-                t = await self._client.issue_token(self.agent_id, expires_in=self._ttl, policy_ids=self._policy_ids)
-                self.issued += 1
-                self._current = t
-                margin = self._refresh_before if self._refresh_before is not None else max(5.0, t.expires_in / 5)
-                self._renew_at = self._clock() + max(0.0, t.expires_in - margin)
+            if self._due():
+                return self._keep(await self._client.issue_token(self.agent_id, expires_in=self._ttl, policy_ids=self._policy_ids))
+            assert self._current is not None
             return self._current
 
     async def token(self) -> str:
