@@ -176,6 +176,10 @@ enum ConfigCommand {
     Validate {
         /// The file (same as --config).
         file: Option<PathBuf>,
+        /// Treat warnings (a policy no route can reach, a constraint a route cannot carry, an
+        /// unknown agent, actions differing only in case) as errors: exit 2.
+        #[arg(long)]
+        strict: bool,
     },
 }
 
@@ -251,16 +255,49 @@ fn main() -> ExitCode {
             Err(e) => config_failure(e),
         },
         Command::Config {
-            command: ConfigCommand::Validate { file },
+            command: ConfigCommand::Validate { file, strict },
         } => match Config::load_default(file.as_deref().or(config_path.as_deref())) {
             Ok(c) => {
+                // Agents made through the API count as defined: read them from the store
+                // when there is one (never created here).
+                let stored: Vec<String> =
+                    if c.store.postgres.is_none() && c.data_dir.join("actgate.db").exists() {
+                        runtime().block_on(async {
+                            match actgate::store::open_configured(&c).await {
+                                Ok(store) => store
+                                    .all_agents()
+                                    .await
+                                    .map(|a| a.into_iter().map(|a| a.id).collect())
+                                    .unwrap_or_default(),
+                                Err(_) => Vec::new(),
+                            }
+                        })
+                    } else {
+                        Vec::new()
+                    };
+                let warnings = actgate::config::lint::warnings(&c, &stored);
                 println!(
-                    "OK: {} ({} routes, {} policies, {} upstreams)",
+                    "OK: {} ({} routes, {} policies, {} upstreams){}",
                     c.origin,
                     c.routes.routes().len(),
                     c.policies.len(),
-                    c.upstreams.len()
+                    c.upstreams.len(),
+                    match warnings.len() {
+                        0 => String::new(),
+                        1 => ", 1 warning".into(),
+                        n => format!(", {n} warnings"),
+                    }
                 );
+                for w in &warnings {
+                    println!("  warning: {w}");
+                }
+                if strict && !warnings.is_empty() {
+                    eprintln!(
+                        "error: --strict: {} warning(s) count as errors",
+                        warnings.len()
+                    );
+                    return ExitCode::from(2);
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => config_failure(e),

@@ -111,3 +111,57 @@ fn a_port_in_use_is_said_once_with_the_way_out() {
     assert!(!err.contains("data directory"), "{err}");
     gw.stop();
 }
+
+/// `config validate` warns about what validates but cannot work, and `--strict` refuses it.
+#[test]
+fn config_validate_warns_about_policies_that_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("actgate.yaml");
+    let extra = r#"
+agents:
+  - { id: agent_support, name: Support }
+upstreams:
+  crm: { url: "http://127.0.0.1:9", timeout: 5s }
+routes:
+  - { name: get-customer, method: GET, path: "/crm/customers/{id}", upstream: crm, action: read, resource: "api://crm/customers/{id}" }
+  - { name: list-customers, method: GET, path: /crm/customers, upstream: crm, action: list, resource: "api://crm/customers", rows: { query: limit } }
+  - { name: send-email, method: POST, path: /email/send, upstream: crm, action: send_email, resource: "api://email/outbound" }
+policies:
+  - { name: reads, agents: [agent_support, agent_typo], actions: [read, list], resources: ["api://crm/customers/*"], effect: allow, constraints: { maxRows: 100 } }
+  - { name: mail, actions: [send_email], resources: ["api://email/*"], effect: allow, constraints: { allowedDomains: ["yourcompany.com"] } }
+  - { name: analytics, actions: [Query], resources: ["api://analytics/*"], effect: allow }
+  - { name: analytics lower, actions: [query], resources: ["api://analytics/*"], effect: allow }
+"#;
+    std::fs::write(&config, config_yaml(&dir.path().join("data"), extra)).unwrap();
+    let path = config.to_str().unwrap();
+    let (code, out, err) = run(&["config", "validate", path], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    for want in [
+        "policies[0]: policy \"reads\" has maxRows, but route get-customer does not say how many rows",
+        "policies[0]: policy \"reads\" names agent \"agent_typo\"",
+        "policies[1]: policy \"mail\" has allowedDomains, but route send-email does not name where its recipients are",
+        "policies[2]: policy \"analytics\" matches no request of any route or MCP tool",
+        "actions Query, query differ only in case",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    // `api://crm/customers/*` does not match the list resource: said, with the fix.
+    assert!(
+        out.contains("policy \"reads\" lists action \"list\", but none of its resource globs matches what produces it (route list-customers on api://crm/customers)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("route list-customers does not say"),
+        "list-customers carries rows: {out}"
+    );
+    let (code, _, err) = run(&["config", "validate", "--strict", path], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--strict"), "{err}");
+    // The shipped config has none.
+    let (code, out, _) = run(
+        &["config", "validate", "--strict", "config/actgate.yaml"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("warning"), "{out}");
+}

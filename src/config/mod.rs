@@ -4,6 +4,7 @@
 //! problem is reported with its path (`routes[2].resource: unknown placeholder {cid}`), all
 //! at once; nothing is silently ignored.
 
+pub mod lint;
 mod mcp;
 mod raw;
 

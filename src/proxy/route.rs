@@ -109,6 +109,12 @@ impl ResourceTemplate {
     }
 
     /// Whether the template has no placeholder.
+    /// The template as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether it has no placeholder.
     pub fn is_literal(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
     }
