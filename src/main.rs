@@ -80,6 +80,14 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print a shell completion script: `actgate completions bash > /etc/bash_completion.d/actgate`
+    /// (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `actgate man > actgate.1 && man ./actgate.1`.
+    Man,
     /// Apply the PostgreSQL store's pending schema migrations (store.postgres) and exit: run
     /// it as a Job before a rollout, or let each replica do it at start (the default).
     Migrate,
@@ -246,6 +254,21 @@ fn main() -> ExitCode {
             Ok(config) => audit_command(config, command),
             Err(e) => config_failure(e),
         },
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "actgate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Migrate => match load() {
             Ok(config) => runtime().block_on(migrate(&config)),
             Err(e) => config_failure(e),

@@ -165,3 +165,35 @@ policies:
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("warning"), "{out}");
 }
+
+/// Shell completions and the man page come from the same clap definitions as the CLI.
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, bash, _) = run(&["completions", "bash"], &[]);
+    assert_eq!(code, 0);
+    for sub in ["serve", "migrate", "audit", "keys", "completions"] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+    }
+    let script = dir.path().join("actgate.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "the bash completion script parses");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let (code, out, _) = run(&["completions", shell], &[]);
+        assert_eq!(code, 0);
+        assert!(out.contains("actgate"), "{shell}");
+    }
+    let (code, _, err) = run(&["completions", "tcsh"], &[]);
+    assert_eq!(code, 2, "{err}");
+    let (code, man, _) = run(&["man"], &[]);
+    assert_eq!(code, 0);
+    assert!(man.contains(".TH actgate 1"), "{man}");
+    for sub in ["serve", "migrate", "audit", "check"] {
+        assert!(man.contains(sub), "the man page lacks {sub}");
+    }
+}
