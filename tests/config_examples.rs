@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 use actgate::config::Config;
 
 #[test]
@@ -199,4 +201,81 @@ fn check_exits_0_when_allowed_1_when_denied_2_on_bad_input() {
     assert!(err.contains("--context must be a JSON object"), "{err}");
     let (code, _, _) = actgate(&["check", "--config", cfg]);
     assert_eq!(code, 2);
+}
+
+/// The book shows `config/examples/*.yaml` verbatim, and each example decides as it says:
+/// a request that must be allowed and one that must be denied per route, against a real
+/// upstream (the file's addresses swapped for the test's).
+#[tokio::test]
+async fn the_proxy_example_is_the_book_s_and_decides_as_documented() {
+    let file = std::fs::read_to_string("config/examples/proxy.yaml").unwrap();
+    let page = std::fs::read_to_string("docs/src/proxy.md").unwrap();
+    let shown = page
+        .split("<!-- config/examples/proxy.yaml -->\n```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```\n").next())
+        .expect("docs/src/proxy.md shows the example");
+    assert_eq!(
+        shown, file,
+        "docs/src/proxy.md shows config/examples/proxy.yaml as it is"
+    );
+
+    let up = common::upstream::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = file
+        .replace("http://127.0.0.1:9001", &up.url())
+        .replace("http://127.0.0.1:9003", &up.url())
+        .replace(
+            "{ proxy: 127.0.0.1:8080, api: 127.0.0.1:8081, admin: 127.0.0.1:9464 }",
+            "{ proxy: 127.0.0.1:0, api: 127.0.0.1:0, admin: 127.0.0.1:0 }",
+        )
+        .replace(
+            "./data-proxy-example",
+            &dir.path().join("data").display().to_string(),
+        )
+        .replace(
+            "{ name: admin, fromEnv: ACTGATE_API_KEY }",
+            &format!(
+                "{{ name: admin, sha256: {} }}",
+                common::sha256_hex(common::KEY)
+            ),
+        );
+    let config = Config::parse(&text, "proxy example").unwrap();
+    assert!(actgate::config::lint::warnings(&config, &[]).is_empty());
+    let running = actgate::server::start(config).await.unwrap();
+    let (api, proxy) = (
+        format!("http://{}", running.api),
+        format!("http://{}", running.proxy),
+    );
+    let (_, token) = common::agent_and_token(&api).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        http.get(format!("{proxy}{path}"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(get("/crm/customers/42").await.unwrap().status(), 200);
+    assert_eq!(get("/crm/customers").await.unwrap().status(), 200);
+    assert_eq!(get("/crm/customers?limit=50").await.unwrap().status(), 200);
+    let r = get("/crm/customers?limit=500").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["reason"],
+        "constraint_violated"
+    );
+    let mail = |to: &str| {
+        http.post(format!("{proxy}/email/send"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"to": to, "subject": "hi"}).to_string())
+            .send()
+    };
+    assert_eq!(mail("bob@yourcompany.com").await.unwrap().status(), 200);
+    let r = mail("eve@evil.com").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["reason"],
+        "constraint_violated"
+    );
+    running.shutdown().await;
 }
