@@ -15,6 +15,14 @@ fn every_shipped_config_validates() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
+    // The examples too, but tls.yaml, whose certificate files are the user's (the TLS tests
+    // generate their own).
+    files.extend(
+        std::fs::read_dir("config/examples")
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.ends_with("tls.yaml")),
+    );
     for overlay in ["sidecar", "gateway"] {
         files.push(
             Path::new("deploy/kubernetes")
@@ -278,4 +286,154 @@ async fn the_proxy_example_is_the_book_s_and_decides_as_documented() {
         "constraint_violated"
     );
     running.shutdown().await;
+}
+
+/// Every YAML block of the book is an example file, whole (`<!-- config/examples/X.yaml -->`)
+/// or in part (`<!-- from config/examples/X.yaml -->`: each of its lines is a line of the
+/// file), so no config snippet exists only on the page.
+#[test]
+fn every_yaml_block_in_the_book_is_an_example_file() {
+    let mut blocks = 0;
+    for entry in std::fs::read_dir("docs/src").unwrap() {
+        let path = entry.unwrap().path();
+        let page = std::fs::read_to_string(&path).unwrap();
+        let mut previous = "";
+        let mut lines = page.lines();
+        while let Some(line) = lines.next() {
+            if line == "```yaml" {
+                blocks += 1;
+                let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+                let (whole, name) = if let Some(n) = previous
+                    .strip_prefix("<!-- from ")
+                    .and_then(|r| r.strip_suffix(" -->"))
+                {
+                    (false, n)
+                } else if let Some(n) = previous
+                    .strip_prefix("<!-- ")
+                    .and_then(|r| r.strip_suffix(" -->"))
+                {
+                    (true, n)
+                } else {
+                    panic!(
+                        "{}: a yaml block without its example file (<!-- config/examples/X.yaml --> before it)",
+                        path.display()
+                    );
+                };
+                let file = std::fs::read_to_string(name)
+                    .unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
+                if whole {
+                    assert_eq!(block.join("\n") + "\n", file, "{}: {name}", path.display());
+                } else {
+                    let file_lines: Vec<&str> = file.lines().collect();
+                    for l in block {
+                        assert!(
+                            file_lines.contains(&l),
+                            "{}: this line is not in {name}: {l}",
+                            path.display()
+                        );
+                    }
+                }
+            }
+            if !line.trim().is_empty() {
+                previous = line;
+            }
+        }
+    }
+    assert!(blocks >= 6, "the book's yaml blocks: {blocks}");
+}
+
+/// Agents as code: a token for the active agent works, one for the revoked agent is denied.
+#[tokio::test]
+async fn the_agents_example_decides_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("config/examples/agents.yaml")
+        .unwrap()
+        .replace(
+            "{ proxy: 127.0.0.1:8080, api: 127.0.0.1:8081, admin: 127.0.0.1:9464 }",
+            "{ proxy: 127.0.0.1:0, api: 127.0.0.1:0, admin: 127.0.0.1:0 }",
+        )
+        .replace(
+            "./data-agents-example",
+            &dir.path().join("data").display().to_string(),
+        )
+        .replace(
+            "{ name: admin, fromEnv: ACTGATE_API_KEY }",
+            &format!(
+                "{{ name: admin, sha256: {} }}",
+                common::sha256_hex(common::KEY)
+            ),
+        );
+    let config = Config::parse(&text, "agents example").unwrap();
+    assert!(actgate::config::lint::warnings(&config, &[]).is_empty());
+    let running = actgate::server::start(config).await.unwrap();
+    let api = format!("http://{}", running.api);
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{api}{path}"))
+            .header("X-Api-Key", common::KEY)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let r = post(
+        "/v1/tokens",
+        serde_json::json!({"agentId": "agent_support"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let token = r.json::<serde_json::Value>().await.unwrap()["token"].clone();
+    let d: serde_json::Value = post(
+        "/v1/enforce",
+        serde_json::json!({"capabilityToken": token, "action": "read", "resourceId": "api://crm/customers/1"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(d["decision"], "allowed", "{d}");
+    // The revoked agent gets no token at all.
+    let r = post(
+        "/v1/tokens",
+        serde_json::json!({"agentId": "agent_retired"}),
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    running.shutdown().await;
+}
+
+/// The TLS example validates once its certificate files exist (generated here).
+#[test]
+fn the_tls_example_validates_with_real_certificates() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["crm.internal".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let mut text = std::fs::read_to_string("config/examples/tls.yaml").unwrap();
+    for (path, pem) in [
+        ("/etc/actgate/tls/tls.crt", leaf.pem()),
+        ("/etc/actgate/tls/tls.key", leaf_key.serialize_pem()),
+        ("/etc/actgate/tls/ca.crt", ca_cert.pem()),
+        ("/etc/actgate/crm-ca.crt", ca_cert.pem()),
+        ("/etc/actgate/crm-client.crt", leaf.pem()),
+        ("/etc/actgate/crm-client.key", leaf_key.serialize_pem()),
+    ] {
+        let file = dir
+            .path()
+            .join(path.trim_start_matches('/').replace('/', "_"));
+        std::fs::write(&file, pem).unwrap();
+        text = text.replace(path, &file.display().to_string());
+    }
+    let config = Config::parse(&text, "tls example").unwrap_or_else(|p| panic!("{p}"));
+    assert!(config.tls.proxy.is_some() && config.tls.api.is_some());
 }
