@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import actgate
 from actgate.agents import guarded_tool
@@ -76,7 +76,7 @@ def start_actgate(env: dict[str, str]) -> tuple[subprocess.Popen, dict]:
 class Run:
     """The per-run context: the capability token, which the model never sees."""
 
-    token: str
+    token: str = field(repr=False)
 
 
 def scripted_model():

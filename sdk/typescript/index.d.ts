@@ -22,6 +22,7 @@ export class NotFound extends ActgateError {}
 export class Conflict extends ActgateError {}
 export class StoreUnavailable extends ActgateError {}
 export class ServerError extends ActgateError {}
+export class ObligationUnmet extends ActgateError {}
 export class Denied extends ActgateError {
   decision: Decision;
   reason: string;
@@ -45,6 +46,7 @@ export interface Decision {
 
 export interface IssuedToken {
   token: string;
+  policyIds?: string[] | null;
   tokenId: string;
   agentId: string;
   tenantId: string;
@@ -77,8 +79,9 @@ export interface AuditFilter {
   decision?: "allowed" | "denied";
   action?: string;
   resource?: string;
-  since?: string;
-  until?: string;
+  /** RFC 3339 or Unix milliseconds. */
+  since?: string | number;
+  until?: string | number;
   pageSize?: number;
 }
 
@@ -99,7 +102,7 @@ export class Client {
   validate(token: string | null | undefined, action: string, resource: string, context?: Record<string, unknown>, options?: { requestId?: string }): Promise<Decision>;
   require(token: string | null | undefined, action: string, resource: string, context?: Record<string, unknown>): Promise<Decision>;
   audit(filter?: AuditFilter): AsyncGenerator<Record<string, any>, void, unknown>;
-  guard<A extends Record<string, unknown>, R>(
+  guard<A extends object, R>(
     options: { action: string; resource: string; token: TokenLike; context?: (args: A) => Record<string, unknown> },
     fn: (args: A, ...rest: any[]) => R | Promise<R>,
   ): (args: A, ...rest: any[]) => Promise<R>;
@@ -113,11 +116,14 @@ export class TokenSource {
   issued: number;
   current(): Promise<IssuedToken>;
   token(): Promise<string>;
+  /** Forget the token in force (after revoking it): the next call issues a new one. */
+  invalidate(): void;
 }
 
 export function fill(template: string, args: Record<string, unknown>): string;
+export function unmetObligation(decision: Decision, context?: Record<string, unknown>): string | null;
 export function denialText(decision: Decision, tool: string): string;
-export function guardedExecute<A extends Record<string, unknown>, R>(
+export function guardedExecute<A extends object, R>(
   client: Client,
   options: {
     action: string;

@@ -73,12 +73,13 @@ function segment(id) {
   return id;
 }
 
-const FORBIDDEN = /[/*?[\]{}\\\u0000-\u001f\u007f]/;
+const FORBIDDEN = /[/%*?[\]{}\\\p{Cc}]/u;
 
 /**
  * `template` with each `{name}` replaced by `args[name]`, as data: a string that could widen
- * the resource (`/ * ? [ ] { } \` or a control character) or is empty is refused, like
- * actgate's own path parameters; integers are written in decimal.
+ * the resource or change where a request goes (`/ % * ? [ ] { } \`, any control character,
+ * `.` or `..`) or is empty is refused, exactly as actgate refuses such path parameters;
+ * integers are written in decimal.
  */
 export function fill(template, args) {
   return template.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name) => {
@@ -88,11 +89,28 @@ export function fill(template, args) {
       throw new TypeError(`argument ${name} fills the resource and must be a string or an integer, not ${typeof v}`);
     }
     const s = String(v);
-    if (!s || FORBIDDEN.test(s)) {
-      throw new TypeError(`argument ${name} = ${JSON.stringify(s)} cannot be part of a resource (empty, or it holds / * ? [ ] { } \\ or a control character)`);
+    if (!s || s === "." || s === ".." || FORBIDDEN.test(s)) {
+      throw new TypeError(`argument ${name} = ${JSON.stringify(s)} cannot be part of a resource (empty, . or .., or it holds / % * ? [ ] { } \\ or a control character)`);
     }
     return s;
   });
+}
+
+/** Thrown when an allowing policy's maxRows/allowedDomains could not be checked: the call sent
+ * no rows or recipients in its context, so the guarded function does not run. */
+export class ObligationUnmet extends ActgateError {}
+
+/** Why an allowed decision cannot be acted on (its constraints came back unchecked), or null. */
+export function unmetObligation(decision, context) {
+  const ctx = context || {};
+  const c = decision.constraints || {};
+  if ("maxRows" in c && !("rows" in ctx || "limit" in ctx)) {
+    return `the allowing policy limits rows (maxRows ${c.maxRows}) but the call sent no rows: pass context with rows (or limit) so actgate checks it`;
+  }
+  if ("allowedDomains" in c && !["recipients", "to", "cc", "bcc"].some((k) => k in ctx)) {
+    return "the allowing policy limits recipients (allowedDomains) but the call sent none: pass context with to (and cc, bcc) so actgate checks them";
+  }
+  return null;
 }
 
 async function tokenOf(token) {
@@ -139,10 +157,11 @@ export class Client {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
+        redirect: "error", // never send the API key or a token on to another place
         signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (e) {
-      throw new ConnectionFailed(`${what}: cannot reach actgate at ${this.baseUrl} (${e?.cause?.code || e?.name || "error"}); is it running?`);
+      throw new ConnectionFailed(`${what}: cannot reach actgate at ${this.baseUrl} (${e?.cause?.code || e?.cause?.message || e?.message || "error"}); is it running, and is this its API address (e.g. http://127.0.0.1:8081)?`);
     }
     const text = await r.text();
     let json;
@@ -154,6 +173,9 @@ export class Client {
     // /v1/enforce answers 503 with a decision when actgate cannot decide: a denial.
     if (decision && r.status === 503 && json?.decision === "denied") return decisionOf(json);
     if (r.status >= 400) throw errorOf(r.status, json, what);
+    if (r.status < 200 || r.status >= 300 || !json || typeof json !== "object") {
+      throw new ActgateError(`${what}: ${url} answered HTTP ${r.status} without the API's JSON: is this actgate's REST API address (not its proxy or admin port)?`, { status: r.status });
+    }
     return json;
   }
 
@@ -213,7 +235,11 @@ export class Client {
       ...(requestId && { requestId }),
     };
     const json = await this.#call("POST", "/v1/enforce", `validate ${action} on ${resource}`, { body, decision: true });
-    return json.allowed !== undefined ? json : decisionOf(json);
+    if (json.allowed !== undefined) return json; // already a Decision (a 503 denial)
+    if (json.decision !== "allowed" && json.decision !== "denied") {
+      throw new ActgateError(`validate ${action} on ${resource}: the answer has no decision`, { body: json });
+    }
+    return decisionOf(json);
   }
 
   /** Like validate, but throws Denied unless allowed. */
@@ -247,8 +273,11 @@ export class Client {
   guard({ action, resource, token, context }, fn) {
     return async (args = {}, ...rest) => {
       const res = fill(resource, args);
-      const d = await this.validate(await tokenOf(token), action, res, context ? context(args) : undefined);
+      const ctx = context ? context(args) : undefined;
+      const d = await this.validate(await tokenOf(token), action, res, ctx);
       if (!d.allowed) throw new Denied(d);
+      const missing = unmetObligation(d, ctx);
+      if (missing) throw new ObligationUnmet(missing);
       return await fn(args, ...rest);
     };
   }
@@ -257,9 +286,13 @@ export class Client {
   proxyFetch(proxyUrl, token) {
     const base = proxyUrl.replace(/\/+$/, "");
     return async (path, init = {}) => {
+      // A path on the proxy, never a URL: the token goes to actgate's proxy only.
+      if (typeof path !== "string" || !path.startsWith("/") || path.startsWith("//")) {
+        throw new TypeError(`proxyFetch takes a path on the proxy starting with one "/", not ${JSON.stringify(path)}`);
+      }
       const headers = new Headers(init.headers || {});
       headers.set("Authorization", `Bearer ${await tokenOf(token)}`);
-      return this.fetch(base + path, { ...init, headers });
+      return this.fetch(base + path, { ...init, headers, redirect: "manual" });
     };
   }
 }
@@ -270,6 +303,9 @@ export class Client {
  */
 export class TokenSource {
   constructor(client, agentId, { ttl, policyIds, refreshBefore, now = () => performance.now() / 1000 } = {}) {
+    if (refreshBefore !== undefined && !(refreshBefore > 0)) {
+      throw new TypeError("refreshBefore must be more than 0 seconds (renewing at expiry hands out expired tokens)");
+    }
     this.client = client;
     this.agentId = agentId;
     this.ttl = ttl;
@@ -284,14 +320,25 @@ export class TokenSource {
   #current;
   #renewAt;
   #pending;
+  #expiresWall = 0;
+  #margin = 0;
 
   toJSON() {
     return { agentId: this.agentId };
   }
 
   /** The token in force (issuing a new one when due). */
+  /** Forget the token in force (after revoking it): the next call issues a new one. */
+  invalidate() {
+    this.#current = null;
+  }
+
   async current() {
-    if (this.#current && this.now() < this.#renewAt) return this.#current;
+    // The monotonic clock stops while a machine sleeps: the wall clock against the token's own
+    // expiry catches that.
+    if (this.#current && this.now() < this.#renewAt && Date.now() / 1000 < this.#expiresWall - this.#margin) {
+      return this.#current;
+    }
     if (!this.#pending) {
       this.#pending = (async () => {
         try {
@@ -299,7 +346,9 @@ export class TokenSource {
           this.issued += 1;
           const margin = this.refreshBefore ?? Math.max(5, t.expiresIn / 5);
           this.#current = t;
+          this.#margin = margin;
           this.#renewAt = this.now() + Math.max(0, t.expiresIn - margin);
+          this.#expiresWall = Date.now() / 1000 + t.expiresIn;
           return t;
         } finally {
           this.#pending = null;
@@ -344,8 +393,11 @@ export function guardedExecute(client, { action, resource, token, context, name 
     else if (typeof tok === "function" && !(typeof tok.token === "function")) tok = await tok(runContext);
     if (!tok) throw new TypeError("no capability token for this run: pass token, or run with context { token }");
     const res = fill(resource, args);
-    const d = await client.validate(await tokenOf(tok), action, res, context ? context(args) : undefined);
+    const ctx = context ? context(args) : undefined;
+    const d = await client.validate(await tokenOf(tok), action, res, ctx);
     if (!d.allowed) return denialText(d, name ?? action);
+    const missing = unmetObligation(d, ctx);
+    if (missing) throw new ObligationUnmet(`${name ?? action}: ${missing}`);
     return await execute(args, runContext, ...rest);
   };
 }

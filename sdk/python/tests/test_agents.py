@@ -4,7 +4,7 @@ against the real actgate binary."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -22,7 +22,7 @@ set_tracing_disabled(True)
 
 @dataclass
 class RunToken:
-    token: str
+    token: str = field(repr=False)
 
 
 def test_guarded_tools_allowed_denied_and_constrained(gateway):

@@ -129,6 +129,8 @@ def test_audit_pages_through_every_event(admin, setup):
 
 def test_token_source_renews_before_expiry_and_expired_tokens_are_refused(admin, setup):
     agent, _, _ = setup
+    with pytest.raises(ValueError, match="refresh_before"):
+        actgate.TokenSource(admin, agent["id"], refresh_before=0)
     source = actgate.TokenSource(admin, agent["id"], ttl=2, refresh_before=1)
     first = source.token()
     assert source.token() == first and source.issued == 1
@@ -140,6 +142,8 @@ def test_token_source_renews_before_expiry_and_expired_tokens_are_refused(admin,
     assert admin.validate(first, "read", "api://crm/customers/1").reason == "token_expired"
     third = source.token()
     assert admin.validate(third, "read", "api://crm/customers/1").allowed
+    source.invalidate()
+    assert source.token() != third and source.issued == 4
 
 
 def test_token_source_issues_once_for_many_threads(admin, setup):
@@ -165,7 +169,7 @@ def test_guard_fills_the_resource_from_arguments_as_data(admin, setup):
     source = actgate.TokenSource(admin, agent["id"])
     ran: list[str] = []
 
-    @admin.guard("read", "api://crm/customers/{customer_id}", source)
+    @admin.guard("read", "api://crm/customers/{customer_id}", source, context=lambda **_: {"rows": 1})
     def get_customer(customer_id: str) -> str:
         """Look up a customer."""
         ran.append(customer_id)
@@ -180,9 +184,18 @@ def test_guard_fills_the_resource_from_arguments_as_data(admin, setup):
     with pytest.raises(actgate.Denied) as e:
         delete_customer("42")
     assert e.value.reason == "explicit_deny"
-    for sneaky in ["*", "42/../../admin", "{x}", "", "a\nb"]:
+    for sneaky in ["*", "42/../../admin", "{x}", "", "a\nb", ".", "..", "..%2Fsecret", "a\u0085b"]:
         with pytest.raises(ValueError):
             get_customer(sneaky)
+
+    # Allowed, but the policy's maxRows was not checked (no rows sent): the function does not run.
+    @admin.guard("read", "api://crm/customers/{customer_id}", source)
+    def unchecked(customer_id: str) -> str:
+        ran.append("unchecked")
+        return customer_id
+
+    with pytest.raises(actgate.ObligationUnmet, match="rows"):
+        unchecked("42")
     assert ran == ["42"], "nothing ran but the allowed call"
 
 
@@ -195,7 +208,7 @@ def test_async_client_guard_and_source(gateway, setup):
             tokens = await asyncio.gather(*[source.token() for _ in range(10)])
             assert len(set(tokens)) == 1 and source.issued == 1
 
-            @client.guard("read", "api://crm/customers/{cid}", source)
+            @client.guard("read", "api://crm/customers/{cid}", source, context=lambda cid: {"rows": 1})
             async def read(cid: int) -> int:
                 return cid
 
@@ -225,3 +238,7 @@ def test_proxy_client_sends_the_current_token(gateway, admin, setup):
         assert {k.lower(): v for k, v in headers.items()}.get("x-act-agent-id") == agent["id"]
     with httpx.Client(base_url=gateway.proxy) as bare:
         assert bare.get("/crm/customers/42").status_code == 401
+    # The token goes to the proxy only, never to a URL elsewhere.
+    with admin.proxy_client(gateway.proxy, source) as http:
+        with pytest.raises(ValueError, match="not actgate's proxy"):
+            http.get("http://127.0.0.1:9/steal")

@@ -27,7 +27,7 @@ def test_readme_quick_start(gateway):
     with pytest.raises(actgate.Denied):
         client.require(tokens.token(), "delete", "api://crm/customers/42")  # raises actgate.Denied
 
-    @client.guard("read", "api://crm/customers/{customer_id}", tokens)
+    @client.guard("read", "api://crm/customers/{customer_id}", tokens, context=lambda customer_id: {"rows": 1})
     def get_customer(customer_id: str) -> dict:
         return {"id": customer_id}
 

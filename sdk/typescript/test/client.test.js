@@ -123,6 +123,7 @@ test("audit pages through every event", async () => {
 
 test("token source renews before expiry; expired tokens are refused", async () => {
   const { agent } = await setup();
+  assert.throws(() => new actgate.TokenSource(admin, agent.id, { refreshBefore: 0 }), /refreshBefore/);
   const source = new actgate.TokenSource(admin, agent.id, { ttl: 2, refreshBefore: 1 });
   const first = await source.token();
   assert.equal(await source.token(), first);
@@ -134,7 +135,11 @@ test("token source renews before expiry; expired tokens are refused", async () =
   assert.equal((await admin.validate(second, "read", "api://crm/customers/1")).allowed, true);
   await sleep(3200); // 2 s lifetime + 1 s clock skew + 1 s of whole-second times
   assert.equal((await admin.validate(first, "read", "api://crm/customers/1")).reason, "token_expired");
-  assert.equal((await admin.validate(await source.token(), "read", "api://crm/customers/1")).allowed, true);
+  const third = await source.token();
+  assert.equal((await admin.validate(third, "read", "api://crm/customers/1")).allowed, true);
+  source.invalidate();
+  assert.notEqual(await source.token(), third);
+  assert.equal(source.issued, 4);
 });
 
 test("concurrent callers share one issue", async () => {
@@ -149,16 +154,19 @@ test("guard fills the resource from arguments as data", async () => {
   const { agent } = await setup();
   const source = new actgate.TokenSource(admin, agent.id);
   const ran = [];
-  const getCustomer = admin.guard({ action: "read", resource: "api://crm/customers/{customerId}", token: source }, async ({ customerId }) => {
+  const getCustomer = admin.guard({ action: "read", resource: "api://crm/customers/{customerId}", token: source, context: () => ({ rows: 1 }) }, async ({ customerId }) => {
     ran.push(customerId);
     return `customer ${customerId}`;
   });
   const deleteCustomer = admin.guard({ action: "delete", resource: "api://crm/customers/{customerId}", token: source }, async () => ran.push("deleted"));
   assert.equal(await getCustomer({ customerId: "42" }), "customer 42");
   await assert.rejects(deleteCustomer({ customerId: "42" }), (e) => e instanceof actgate.Denied && e.reason === "explicit_deny");
-  for (const sneaky of ["*", "42/../../admin", "{x}", "", "a\nb"]) {
+  for (const sneaky of ["*", "42/../../admin", "{x}", "", "a\nb", ".", "..", "..%2Fsecret", "a\u0085b"]) {
     await assert.rejects(getCustomer({ customerId: sneaky }), TypeError);
   }
+  // Allowed, but the policy's maxRows was not checked (no rows sent): the function does not run.
+  const unchecked = admin.guard({ action: "read", resource: "api://crm/customers/{customerId}", token: source }, async () => ran.push("unchecked"));
+  await assert.rejects(unchecked({ customerId: "42" }), (e) => e instanceof actgate.ObligationUnmet && /rows/.test(e.message));
   assert.deepEqual(ran, ["42"]);
 });
 
@@ -169,7 +177,7 @@ test("guardedExecute returns the denial to the model and takes the token from th
   const execute = actgate.guardedExecute(admin, { action: "delete", resource: "api://crm/customers/{id}", name: "delete_customer" }, async ({ id }) => ran.push(id));
   const out = await execute({ id: "42" }, { context: { token } });
   assert.match(out, /^The call to delete_customer was denied by actgate \(explicit_deny\)/);
-  const read = actgate.guardedExecute(admin, { action: "read", resource: "api://crm/customers/{id}" }, async ({ id }) => `read ${id}`);
+  const read = actgate.guardedExecute(admin, { action: "read", resource: "api://crm/customers/{id}", context: () => ({ rows: 1 }) }, async ({ id }) => `read ${id}`);
   assert.equal(await read({ id: "7" }, { context: { token } }), "read 7");
   await assert.rejects(read({ id: "7" }, { context: {} }), /no capability token/);
   assert.deepEqual(ran, []);
@@ -187,4 +195,7 @@ test("proxyFetch sends the current token; actgate strips it", async () => {
   assert.equal(last.headers.authorization, undefined);
   assert.equal(last.headers["x-act-agent-id"], agent.id);
   assert.equal((await fetch(gw.proxy + "/crm/customers/42")).status, 401);
+  // The token goes to the proxy only.
+  await assert.rejects(f("http://127.0.0.1:9/steal"), TypeError);
+  await assert.rejects(f("//127.0.0.1:9/steal"), TypeError);
 });

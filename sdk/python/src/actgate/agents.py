@@ -13,7 +13,11 @@
 
 A denied call does not crash the run: the model receives the denial (reason and message) as
 the tool's output, and the function does not run. Anything else that keeps actgate from
-deciding (unreachable, a bad API key) raises: the tool does not run (fail closed).
+deciding (unreachable, a bad API key, no token, an argument that cannot fill the resource, an
+allowing policy's maxRows/allowedDomains with no rows/recipients in ``context``) raises inside
+the tool: the function does not run (fail closed), and the Agents SDK handles the exception as
+it does any tool's (by default its ``failure_error_function`` tells the model the tool failed;
+pass ``failure_error_function=None`` to make the run raise).
 
 The token comes from ``token=`` (a string, a :class:`actgate.TokenSource` or
 :class:`actgate.AsyncTokenSource`, or a callable taking the run's ``RunContextWrapper``), or,
@@ -27,8 +31,8 @@ import inspect
 import typing
 from typing import Any, Callable, Mapping, Optional
 
-from .errors import Denied
-from .guard import fill
+from .errors import Denied, ObligationUnmet
+from .guard import fill, unmet_obligation
 
 try:  # optional dependency: pip install 'actgate[agents]'
     from agents import RunContextWrapper, function_tool
@@ -67,7 +71,7 @@ def guarded_tool(client: Any, *, action: str, resource: str, token: Any = None, 
 
     def decorate(fn: Callable[..., Any]) -> Any:
         sig = inspect.signature(fn)
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)
         name = tool_options.get("name_override") or fn.__name__
 
         async def get_token(ctx: Any) -> str:
@@ -95,6 +99,9 @@ def guarded_tool(client: Any, *, action: str, resource: str, token: Any = None, 
                 decision = await decision
             if not decision.allowed:
                 return denial_text(decision, name)
+            missing = unmet_obligation(decision, facts)
+            if missing:
+                raise ObligationUnmet(f"{name}: {missing}")
             out = fn(*args, **kwargs)
             if inspect.isawaitable(out):
                 out = await out

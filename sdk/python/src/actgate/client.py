@@ -123,8 +123,11 @@ def _read(response: httpx.Response, req: _Req) -> Any:
         body = None
     if response.status_code >= 400:
         raise errors.from_response(response.status_code, body, req.what)
-    if response.status_code == 503:  # pragma: no cover (>= 400 above)
-        raise errors.from_response(503, body, req.what)
+    if not 200 <= response.status_code < 300 or not isinstance(body, dict):
+        raise errors.ActgateError(
+            f"{req.what}: {response.url} answered HTTP {response.status_code} without the API's JSON: is this actgate's REST API address (not its proxy or admin port)?",
+            status=response.status_code,
+        )
     return req.parse(body)
 
 
@@ -169,7 +172,7 @@ class Client(_Api):
         try:
             r = self._http.request(req.method, self.base_url + req.path, json=req.json, params=req.params, headers=self._headers)
         except httpx.HTTPError as e:
-            raise errors.ConnectionFailed(f"{req.what}: cannot reach actgate at {self.base_url} ({type(e).__name__}); is it running?") from None
+            raise errors.ConnectionFailed(f"{req.what}: cannot reach actgate at {self.base_url} ({type(e).__name__}: {e}); is it running, and is this its API address (e.g. http://127.0.0.1:8081)?") from None
         return read(r, req)
 
     def create_agent(self, name: str, *, description: Optional[str] = None, metadata: Optional[Mapping[str, Any]] = None, id: Optional[str] = None) -> dict[str, Any]:
@@ -244,7 +247,7 @@ class Client(_Api):
         :class:`actgate.TokenSource` or a callable) as ``Authorization: Bearer``."""
         from .guard import BearerAuth
 
-        return httpx.Client(base_url=proxy_url, auth=BearerAuth(token), **kwargs)
+        return httpx.Client(base_url=proxy_url, auth=BearerAuth(token, proxy_url), **kwargs)
 
 
 class AsyncClient(_Api):
@@ -271,7 +274,7 @@ class AsyncClient(_Api):
         try:
             r = await self._http.request(req.method, self.base_url + req.path, json=req.json, params=req.params, headers=self._headers)
         except httpx.HTTPError as e:
-            raise errors.ConnectionFailed(f"{req.what}: cannot reach actgate at {self.base_url} ({type(e).__name__}); is it running?") from None
+            raise errors.ConnectionFailed(f"{req.what}: cannot reach actgate at {self.base_url} ({type(e).__name__}: {e}); is it running, and is this its API address (e.g. http://127.0.0.1:8081)?") from None
         return read(r, req)
 
     async def create_agent(self, name: str, *, description: Optional[str] = None, metadata: Optional[Mapping[str, Any]] = None, id: Optional[str] = None) -> dict[str, Any]:
@@ -335,4 +338,4 @@ class AsyncClient(_Api):
     def proxy_client(self, proxy_url: str, token: Any, **kwargs: Any) -> httpx.AsyncClient:
         from .guard import BearerAuth
 
-        return httpx.AsyncClient(base_url=proxy_url, auth=BearerAuth(token), **kwargs)
+        return httpx.AsyncClient(base_url=proxy_url, auth=BearerAuth(token, proxy_url), **kwargs)

@@ -73,6 +73,11 @@ class Denied(ActgateError):
         self.reason: str = decision.reason
 
 
+class ObligationUnmet(ActgateError):
+    """Allowed, but the allowing policy has a constraint the call sent no facts for (rows,
+    recipients): the guarded function does not run. The message says which context to pass."""
+
+
 _BY_STATUS = {
     400: InvalidRequest,
     401: AuthenticationError,

@@ -6,21 +6,23 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import unicodedata
 from typing import Any, Callable, Mapping, Optional
 
 import httpx
 
-from .errors import Denied
+from .errors import Denied, ObligationUnmet
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_FORBIDDEN = set("/*?[]{}\\")
+_FORBIDDEN = set("/%*?[]{}\\")
 
 
 def fill(template: str, arguments: Mapping[str, Any]) -> str:
     """``template`` with each ``{name}`` replaced by the argument of that name, as data: a
-    string that could widen the resource (``/``, ``*``, ``?``, brackets, braces, a
-    backslash, a control character) or is empty is refused, like actgate's own path
-    parameters. Integers are written in decimal; anything else is refused.
+    string that could widen the resource or change where a request goes (``/``, ``%``,
+    ``*``, ``?``, brackets, braces, a backslash, any control character, ``.`` or ``..``) or
+    is empty is refused, exactly as actgate refuses such path parameters. Integers are
+    written in decimal; anything else is refused.
 
     >>> fill("api://crm/customers/{customer_id}", {"customer_id": 42})
     'api://crm/customers/42'
@@ -34,11 +36,34 @@ def fill(template: str, arguments: Mapping[str, Any]) -> str:
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             raise ValueError(f"argument {name!r} fills the resource and must be a string or an integer, not {type(v).__name__}")
         s = str(v)
-        if not s or any(c in _FORBIDDEN or ord(c) < 0x20 or ord(c) == 0x7F for c in s):
-            raise ValueError(f"argument {name!r} = {s!r} cannot be part of a resource (empty, or it holds / * ? [ ] {{ }} \\ or a control character)")
+        if not s or s in (".", "..") or any(c in _FORBIDDEN or unicodedata.category(c) == "Cc" for c in s):
+            raise ValueError(f"argument {name!r} = {s!r} cannot be part of a resource (empty, . or .., or it holds / % * ? [ ] {{ }} \\ or a control character)")
         return s
 
     return _PLACEHOLDER.sub(one, template)
+
+
+_ROW_KEYS = ("rows", "limit")
+_RECIPIENT_KEYS = ("recipients", "to", "cc", "bcc")
+
+
+def unmet_obligation(decision: Any, context: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """Why an allowed decision cannot be acted on: its policy has ``maxRows`` or
+    ``allowedDomains`` but the call sent no rows or no recipients, so actgate could not check
+    them (they came back as obligations). ``None`` when nothing is missing."""
+    ctx = context or {}
+    c = decision.constraints or {}
+    if "maxRows" in c and not any(k in ctx for k in _ROW_KEYS):
+        return (
+            f"the allowing policy limits rows (maxRows {c['maxRows']}) but the call sent no rows: pass "
+            "context with 'rows' (or 'limit') so actgate checks it"
+        )
+    if "allowedDomains" in c and not any(k in ctx for k in _RECIPIENT_KEYS):
+        return (
+            "the allowing policy limits recipients (allowedDomains) but the call sent none: pass "
+            "context with 'to' (and 'cc', 'bcc') so actgate checks them"
+        )
+    return None
 
 
 def _token_of(token: Any) -> Any:
@@ -86,6 +111,9 @@ def guard(client: Any, action: str, resource: str, token: Any, *, context: Optio
                     decision = await decision
                 if not decision.allowed:
                     raise Denied(decision)
+                missing = unmet_obligation(decision, ctx)
+                if missing:
+                    raise ObligationUnmet(missing)
                 return await fn(*args, **kwargs)
 
             return async_wrapper
@@ -99,6 +127,9 @@ def guard(client: Any, action: str, resource: str, token: Any, *, context: Optio
                 raise TypeError("an AsyncClient guards async functions only; make the function async or use Client")
             if not decision.allowed:
                 raise Denied(decision)
+            missing = unmet_obligation(decision, ctx)
+            if missing:
+                raise ObligationUnmet(missing)
             return fn(*args, **kwargs)
 
         return wrapper
@@ -107,13 +138,23 @@ def guard(client: Any, action: str, resource: str, token: Any, *, context: Optio
 
 
 class BearerAuth(httpx.Auth):
-    """Sends the current token as ``Authorization: Bearer`` on every request (for actgate's
-    proxy); the token is read per request, so a :class:`TokenSource` renews it in time."""
+    """Sends the current token as ``Authorization: Bearer`` on requests to actgate's proxy
+    (``origin``: its scheme, host and port) and refuses any other origin, so a URL from a model
+    never carries the token elsewhere; the token is read per request, so a
+    :class:`TokenSource` renews it in time."""
 
-    def __init__(self, token: Any) -> None:
+    def __init__(self, token: Any, origin: Optional[str] = None) -> None:
         self._token = _token_of(token)
+        self._origin = httpx.URL(origin) if origin else None
+
+    def _check(self, request: httpx.Request) -> None:
+        o = self._origin
+        u = request.url
+        if o is not None and (u.scheme, u.host, u.port) != (o.scheme, o.host, o.port):
+            raise ValueError(f"refused: {u.scheme}://{u.host} is not actgate's proxy ({o.scheme}://{o.host}); the token goes to the proxy only")
 
     def sync_auth_flow(self, request: httpx.Request) -> Any:
+        self._check(request)
         tok = self._token()
         if inspect.isawaitable(tok):
             raise TypeError("an AsyncTokenSource needs an async client (AsyncClient.proxy_client)")
@@ -121,6 +162,7 @@ class BearerAuth(httpx.Auth):
         yield request
 
     async def async_auth_flow(self, request: httpx.Request) -> Any:
+        self._check(request)
         tok = self._token()
         if inspect.isawaitable(tok):
             tok = await tok

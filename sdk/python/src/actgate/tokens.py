@@ -15,6 +15,8 @@ class _Source:
     to renew it."""
 
     def __init__(self, client: Any, agent_id: str, *, ttl: Optional[int] = None, policy_ids: Optional[Sequence[str]] = None, refresh_before: Optional[float] = None, clock: Any = time.monotonic) -> None:
+        if refresh_before is not None and refresh_before <= 0:
+            raise ValueError("refresh_before must be more than 0 seconds (renewing at expiry hands out expired tokens)")
         self._client = client
         self.agent_id = agent_id
         self._ttl = ttl
@@ -23,6 +25,8 @@ class _Source:
         self._clock = clock
         self._current: Optional[IssuedToken] = None
         self._renew_at = 0.0
+        self._expires_wall = 0.0
+        self._margin = 0.0
         #: How many tokens this source has issued.
         self.issued = 0
 
@@ -30,13 +34,25 @@ class _Source:
         return f"actgate.{type(self).__name__}(agent_id={self.agent_id!r})"
 
     def _due(self) -> bool:
-        return self._current is None or self._clock() >= self._renew_at
+        # The monotonic clock stops while a machine sleeps: the wall clock against the token's
+        # own expiry catches that.
+        return (
+            self._current is None
+            or self._clock() >= self._renew_at
+            or time.time() >= self._expires_wall - self._margin
+        )
+
+    def invalidate(self) -> None:
+        """Forget the token in force (after revoking it): the next call issues a new one."""
+        self._current = None
 
     def _keep(self, t: IssuedToken) -> IssuedToken:
         self.issued += 1
         self._current = t
         margin = self._refresh_before if self._refresh_before is not None else max(5.0, t.expires_in / 5)
+        self._margin = margin
         self._renew_at = self._clock() + max(0.0, t.expires_in - margin)
+        self._expires_wall = time.time() + t.expires_in
         return t
 
 
