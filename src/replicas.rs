@@ -97,9 +97,7 @@ impl StoreHealth {
 
     /// The store answered and the snapshot is current. True when it was down before.
     pub fn ok(&self) -> bool {
-        self.last_ok_ms.store(self.now_ms(), Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        !self.up.swap(true, Ordering::Relaxed)
+        self.ok_at(Instant::now())
     }
 
     /// The store could not be reached. True when it was up before.
@@ -116,21 +114,39 @@ impl StoreHealth {
             .clone()
     }
 
-    /// Why this replica is not ready, when the store makes it so (for `/readyz`).
+    /// The store answered and the snapshot is current as of `at` (when the sync that
+    /// confirmed it began). True when it was down before.
+    pub fn ok_at(&self, at: Instant) -> bool {
+        let ms = at.saturating_duration_since(self.base).as_millis() as u64;
+        self.last_ok_ms.fetch_max(ms, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        !self.up.swap(true, Ordering::Relaxed)
+    }
+
+    /// Why this replica is not ready, when the store makes it so (for `/readyz`): the store
+    /// cannot be reached or synced, or the snapshot is past maxStaleness.
     pub fn not_ready(&self) -> Option<String> {
-        if !self.shared || self.is_up() {
+        if !self.shared {
             return None;
+        }
+        if self.is_up() {
+            return (!self.fresh()).then(|| {
+                format!(
+                    "store: the snapshot is {:.1}s old, past store.maxStaleness: every decision is refused (503 store_unavailable)",
+                    self.staleness().as_secs_f64()
+                )
+            });
         }
         let error = self.last_error().unwrap_or_default();
         Some(if self.fresh() {
             format!(
-                "store: unreachable for {:.1}s ({error}); deciding from the last snapshot until store.maxStaleness ({}s)",
+                "store: cannot be synced for {:.1}s ({error}); deciding from the last snapshot until store.maxStaleness ({}s)",
                 self.staleness().as_secs_f64(),
                 self.max_staleness_ms / 1000
             )
         } else {
             format!(
-                "store: unreachable for {:.1}s ({error}), past store.maxStaleness: every decision is refused (503 store_unavailable)",
+                "store: cannot be synced for {:.1}s ({error}), past store.maxStaleness: every decision is refused (503 store_unavailable)",
                 self.staleness().as_secs_f64()
             )
         })
@@ -150,8 +166,9 @@ pub async fn watch_store(gw: Arc<Gateway>, pg: PgStore, mut stop: watch::Receive
     let listener = tokio::spawn(listen(pg.clone(), Arc::clone(&wake)));
     let poll = gw.config().store.poll_interval;
     let mut seen: Option<i64> = None;
-    let mut published: Option<usize> = None;
+    let mut published: PublishedKeys = None;
     loop {
+        let started = Instant::now();
         let result = tokio::time::timeout(SYNC_TIMEOUT, async {
             publish_keys(&gw, &pg, &mut published).await?;
             sync(&gw, &pg, &mut seen).await
@@ -164,7 +181,7 @@ pub async fn watch_store(gw: Arc<Gateway>, pg: PgStore, mut stop: watch::Receive
         });
         match result {
             Ok(changed) => {
-                if gw.health.ok() {
+                if gw.health.ok_at(started) {
                     tracing::warn!(database = %pg.target, "store reachable again; decisions resume from a fresh snapshot");
                 }
                 if changed {
@@ -209,34 +226,48 @@ async fn sync(gw: &Gateway, pg: &PgStore, seen: &mut Option<i64>) -> Result<bool
     Ok(true)
 }
 
+/// What this replica last published: its key set's address and key ids.
+pub(crate) type PublishedKeys = Option<(usize, std::collections::BTreeSet<String>)>;
+
 /// Publishes this replica's public keys, and the ones it retired, when its key set changed
-/// since the last time (`published` holds the key set's address).
+/// since the last time. A key that left the key set (retired, or deleted) is marked retired
+/// in the store, so no other replica keeps trusting it. When the key directory cannot be
+/// listed, nothing is marked published and the next poll tries again.
 async fn publish_keys(
     gw: &Gateway,
     pg: &PgStore,
-    published: &mut Option<usize>,
+    published: &mut PublishedKeys,
 ) -> Result<(), StoreError> {
     let keys = gw.tokens.keys();
     let id = Arc::as_ptr(&keys) as usize;
-    if *published == Some(id) {
+    let kids: std::collections::BTreeSet<String> = keys.kids().map(String::from).collect();
+    if published
+        .as_ref()
+        .is_some_and(|(p, k)| *p == id && *k == kids)
+    {
         return Ok(());
     }
     let dir = gw.config().keys_dir();
-    let retired: Vec<String> = tokio::task::spawn_blocking(move || {
-        crate::token::KeySet::list(&dir)
-            .map(|l| {
-                l.into_iter()
-                    .filter(|k| k.state == crate::token::keys::KeyState::Retired)
-                    .map(|k| k.kid)
-                    .collect()
-            })
-            .unwrap_or_default()
-    })
-    .await
-    .unwrap_or_default();
+    let listed = tokio::task::spawn_blocking(move || crate::token::KeySet::list(&dir))
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+    let mut retired: Vec<String> = match listed {
+        Ok(list) => list
+            .into_iter()
+            .filter(|k| k.state == crate::token::keys::KeyState::Retired)
+            .map(|k| k.kid)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the key directory; signing keys not published yet (retrying)");
+            return Ok(());
+        }
+    };
+    if let Some((_, before)) = published.as_ref() {
+        retired.extend(before.difference(&kids).cloned());
+    }
     let replica = gw.config().store.replica_id.clone();
     pg.publish_keys(&keys.publics(), &retired, &replica).await?;
-    *published = Some(id);
+    *published = Some((id, kids));
     Ok(())
 }
 
@@ -281,7 +312,7 @@ pub async fn ship_audit(gw: Arc<Gateway>, pg: PgStore, mut stop: watch::Receiver
     let dir = config.data_dir.join("audit");
     let replica = config.store.replica_id.clone();
     let mut chain: Option<String> = None;
-    let mut cursor: Option<LogCursor> = None;
+    let mut cursor: Option<(LogCursor, String)> = None;
     let mut last_error: Option<String> = None;
     let mut stopping = false;
     loop {
@@ -320,7 +351,7 @@ async fn ship_once(
     dir: &std::path::Path,
     replica: &str,
     chain: &mut Option<String>,
-    cursor: &mut Option<LogCursor>,
+    cursor: &mut Option<(LogCursor, String)>,
 ) -> Result<u64, String> {
     if chain.is_none() {
         let (d, r) = (dir.to_path_buf(), replica.to_string());
@@ -333,18 +364,40 @@ async fn ship_once(
         return Ok(0);
     };
     if cursor.is_none() {
-        let head = pg.audit_head(chain).await.map_err(|e| e.to_string())?;
+        let (head, stored_hash) = pg.audit_head(chain).await.map_err(|e| e.to_string())?;
         let d = dir.to_path_buf();
-        *cursor = Some(
-            tokio::task::spawn_blocking(move || LogCursor::after(&d, head))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("reading the audit log: {e}"))?,
-        );
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            // The local record the store's copy ends with, to check they are one chain.
+            let local = if head > 0 {
+                LogCursor::after(&d, head - 1)?
+                    .read(1)?
+                    .first()
+                    .map(|(_, line)| hex::encode(line_hash(line)))
+            } else {
+                None
+            };
+            Ok((LogCursor::after(&d, head)?, local))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("reading the audit log: {e}"))?;
+        let (c, local) = opened;
+        if head > 0 && local != stored_hash {
+            return Err(format!(
+                "the store's copy of audit chain {chain} ends at seq {head}, which this log {} (a restored or rewritten volume?); nothing more is copied until an operator looks: the local log is intact",
+                if local.is_none() {
+                    "does not reach"
+                } else {
+                    "holds with another hash"
+                }
+            ));
+        }
+        let last = stored_hash.unwrap_or_else(|| hex::encode(crate::audit::log::GENESIS));
+        *cursor = Some((c, last));
     }
     let mut total = 0u64;
     loop {
-        let Some(mut c) = cursor.take() else {
+        let Some((mut c, last)) = cursor.take() else {
             return Ok(total);
         };
         let (c, batch) = tokio::task::spawn_blocking(move || {
@@ -355,17 +408,33 @@ async fn ship_once(
         .map_err(|e| e.to_string())?;
         let batch = batch.map_err(|e| format!("reading the audit log: {e}"))?;
         if batch.is_empty() {
-            *cursor = Some(c);
+            *cursor = Some((c, last));
             return Ok(total);
         }
         let rows: Vec<AuditRow> = batch
             .into_iter()
             .map(|(rec, line)| AuditRow::from_record(rec, &line))
             .collect();
+        // Each batch continues what the store holds.
+        if rows[0].prev_hash != last {
+            return Err(format!(
+                "audit chain {chain}: seq {} does not follow the copied seq {} (prevHash differs); nothing more is copied until an operator looks: the local log is intact",
+                rows[0].seq,
+                rows[0].seq - 1
+            ));
+        }
         pg.append_audit(chain, &rows)
             .await
             .map_err(|e| e.to_string())?;
         total += rows.len() as u64;
-        *cursor = Some(c);
+        let last = rows.last().map(|r| r.hash.clone()).unwrap_or(last);
+        *cursor = Some((c, last));
     }
+}
+
+/// Copies what the log holds and the store does not yet, once (at shutdown, after the audit
+/// writer has written its last records). Returns how many records.
+pub async fn ship_remaining(config: &crate::config::Config, pg: &PgStore) -> Result<u64, String> {
+    let dir = config.data_dir.join("audit");
+    ship_once(pg, &dir, &config.store.replica_id, &mut None, &mut None).await
 }

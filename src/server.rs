@@ -203,6 +203,7 @@ impl Running {
             .audit
             .flush_summaries(&gateway.config().tenant)
             .await;
+        let shared = gateway.shared.clone().map(|pg| (pg, gateway.config()));
         drop(gateway);
         // The writer ends when the last sink is gone and the queue is drained.
         let writer = tokio::task::spawn_blocking(move || background.audit_writer.join());
@@ -211,6 +212,24 @@ impl Running {
             .is_err()
         {
             tracing::error!("audit writer did not finish within 10s");
+        }
+        // With a shared store: copy what the drain wrote, so a replica scaled down with its
+        // volume loses nothing the store should hold.
+        if let Some((pg, config)) = shared {
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                crate::replicas::ship_remaining(&config, &pg),
+            )
+            .await
+            {
+                Ok(Ok(n)) => tracing::info!(records = n, "last audit records copied to the store"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the last audit records were not copied to the store (they are in the local log)")
+                }
+                Err(_) => tracing::error!(
+                    "copying the last audit records to the store took over 10s; the rest are in the local log"
+                ),
+            }
         }
     }
 }

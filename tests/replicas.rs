@@ -28,6 +28,7 @@ store:
   maxStaleness: {staleness}
   pollInterval: 200ms
   replicaId: {name}
+audit: {{ segmentMaxBytes: 4096 }}   # rotations while the records are copied
 upstreams:
   crm: {{ url: "{up}", timeout: 5s }}
 routes:
@@ -309,10 +310,27 @@ async fn three_replicas_share_one_truth() {
         "{out}"
     );
 
-    // The URL's password never reaches a log line.
+    // A column edited behind actgate's back (a denial shown as allowed): named too.
+    let n = db
+        .execute(
+            "UPDATE audit SET decision = 'allowed' WHERE id = (SELECT MAX(id) FROM audit WHERE replica LIKE 'r3/%' AND decision = 'denied')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let (code, out, _) = verify();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("TAMPERED: r3/") && l.contains("columns")),
+        "{out}"
+    );
+
+    // The database password never reaches a log line.
     for p in [a, b, c] {
         for line in p.stop() {
-            assert!(!line.contains(&pg.url), "{line}");
+            assert!(!line.contains(postgres::PASSWORD), "{line}");
         }
     }
     let _ = actgate;
@@ -347,7 +365,7 @@ async fn an_outage_fails_closed_after_max_staleness_and_recovers() {
     let (s, body) = post(&gw.api, "/v1/agents", json!({"name": "x"})).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "store_unavailable");
-    assert!(!body.to_string().contains("postgres://"), "{body}");
+    assert!(!body.to_string().contains(postgres::PASSWORD), "{body}");
     assert!(down.elapsed() < Duration::from_secs(5));
     // Decisions continue from the snapshot within maxStaleness; readiness says why not.
     let (s, body) = enforce(&gw.api, &token).await;
@@ -359,7 +377,7 @@ async fn an_outage_fails_closed_after_max_staleness_and_recovers() {
     let ready = reqwest::get(format!("{}/readyz", gw.admin)).await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let why = ready.text().await.unwrap();
-    assert!(why.contains("store: unreachable"), "{why}");
+    assert!(why.contains("store: cannot be synced"), "{why}");
 
     // Past maxStaleness: every decision refused, 503 store_unavailable, proxy and API alike.
     tokio::time::sleep(Duration::from_millis(2200)).await;
@@ -407,6 +425,7 @@ async fn an_outage_fails_closed_after_max_staleness_and_recovers() {
         lines.iter().any(|l| l.contains("store unreachable")),
         "the outage is logged"
     );
+    assert!(lines.iter().all(|l| !l.contains(postgres::PASSWORD)));
     assert!(lines.iter().any(|l| l.contains("store reachable again")));
 }
 

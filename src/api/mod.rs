@@ -251,6 +251,13 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next: Ne
             }),
         _ => None,
     };
+    // API keys, agents and policies come from the snapshot: past store.maxStaleness it may
+    // miss a deleted key or a revocation, so nothing is served from it (/v1/enforce answers
+    // its own 503 denial).
+    if !gw.health.fresh() && req.uri().path() != "/v1/enforce" {
+        return ApiError::StoreUnavailable("the snapshot is older than store.maxStaleness".into())
+            .into_response();
+    }
     let Some(caller) = caller else {
         return ApiError::Unauthorized.into_response();
     };

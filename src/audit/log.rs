@@ -671,6 +671,48 @@ pub fn verify(
 mod tests {
     use super::*;
 
+    /// The cursor reads every record once, in order, across segment rotations, whatever the
+    /// batch size and whenever it reads between appends.
+    #[test]
+    fn the_cursor_reads_every_record_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        // Small segments: a rotation every few records.
+        let (mut log, _) = LogFile::open(dir.path(), 600).unwrap();
+        let mut cursor = LogCursor::after(dir.path(), 0).unwrap();
+        let mut seen = Vec::new();
+        let event = |i: u64| {
+            AuditEvent::refusal(
+                format!("aud_{i}"),
+                super::super::Source::Proxy,
+                "t",
+                "req",
+                "no_route",
+                "m".into(),
+            )
+        };
+        for round in 0..40u64 {
+            let mut batch: Vec<AuditEvent> = (0..(round % 4 + 1)).map(event).collect();
+            log.append(&mut batch).unwrap();
+            for (rec, line) in cursor.read((round % 3 + 1) as usize).unwrap() {
+                assert_eq!(line_hash(&line).len(), 32);
+                seen.push(rec.event.seq);
+            }
+        }
+        loop {
+            let more = cursor.read(5).unwrap();
+            if more.is_empty() {
+                break;
+            }
+            seen.extend(more.iter().map(|(r, _)| r.event.seq));
+        }
+        assert!(segments(dir.path()).unwrap().len() > 5, "it rotated");
+        let want: Vec<u64> = (1..=log.last_seq).collect();
+        assert_eq!(seen, want);
+        // Resuming after any seq starts right after it.
+        let mut again = LogCursor::after(dir.path(), 17).unwrap();
+        assert_eq!(again.read(1).unwrap()[0].0.event.seq, 18);
+    }
+
     /// A line is exactly what serde writes for a [`Record`] (the format readers parse).
     #[test]
     fn lines_are_records_as_serde_writes_them() {
@@ -760,54 +802,80 @@ impl LogCursor {
     }
 
     /// Up to `max` records from the cursor on, each with its line (without the newline);
-    /// moves past them. Empty when nothing new is complete.
+    /// moves past them. Empty when nothing new is complete. A gap in the seqs is an error.
     pub fn read(&mut self, max: usize) -> io::Result<Vec<(Record, Vec<u8>)>> {
         let mut out = Vec::new();
         loop {
             if self.segment == 0 {
                 match self.next_segment()? {
-                    Some(s) => self.segment = s,
+                    Some(s) => {
+                        self.segment = s;
+                        self.offset = 0;
+                    }
                     None => return Ok(out),
                 }
             }
-            let mut file = File::open(segment_path(&self.dir, self.segment))?;
-            file.seek(io::SeekFrom::Start(self.offset))?;
-            let mut reader = BufReader::new(file);
-            let mut line = Vec::new();
-            while out.len() < max {
-                line.clear();
-                let n = reader.read_until(b'\n', &mut line)?;
-                if n == 0 || !line.ends_with(b"\n") {
-                    break;
-                }
-                let body = &line[..n - 1];
-                let rec: Record = serde_json::from_slice(body).map_err(|e| {
-                    io::Error::other(format!(
-                        "{}: not an audit record at byte {}: {e}",
-                        segment_path(&self.dir, self.segment).display(),
-                        self.offset
-                    ))
-                })?;
-                self.offset += n as u64;
-                if rec.event.seq < self.next_seq {
-                    continue;
-                }
-                self.next_seq = rec.event.seq + 1;
-                out.push((rec, body.to_vec()));
-            }
+            // Whether a newer segment exists *before* this pass: the writer opens it only after
+            // it has finished this one, so a pass that starts after that sees this one whole.
+            let newer = self.next_segment()?;
+            self.read_segment(max, &mut out)?;
             if out.len() >= max {
                 return Ok(out);
             }
-            // This segment is read to its end: go on only when a newer one exists (the writer
-            // opens it after closing this one, so this one is complete).
-            match self.next_segment()? {
+            match newer {
                 Some(s) if s > self.segment => {
+                    // This segment was complete when the pass began and is now read to its end.
+                    if s != self.next_seq {
+                        return Err(io::Error::other(format!(
+                            "{}: the next segment starts at seq {s}, expected {}: records are missing",
+                            self.dir.display(),
+                            self.next_seq
+                        )));
+                    }
                     self.segment = s;
                     self.offset = 0;
                 }
                 _ => return Ok(out),
             }
         }
+    }
+
+    fn read_segment(&mut self, max: usize, out: &mut Vec<(Record, Vec<u8>)>) -> io::Result<()> {
+        let path = segment_path(&self.dir, self.segment);
+        let mut file = File::open(&path)?;
+        file.seek(io::SeekFrom::Start(self.offset))?;
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        while out.len() < max {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 || !line.ends_with(b"\n") {
+                return Ok(());
+            }
+            let body = &line[..n - 1];
+            let rec: Record = serde_json::from_slice(body).map_err(|e| {
+                io::Error::other(format!(
+                    "{}: not an audit record at byte {}: {e}",
+                    path.display(),
+                    self.offset
+                ))
+            })?;
+            self.offset += n as u64;
+            if rec.event.seq < self.next_seq {
+                continue;
+            }
+            if rec.event.seq != self.next_seq {
+                return Err(io::Error::other(format!(
+                    "{}: seq {} follows seq {}: records are missing",
+                    path.display(),
+                    rec.event.seq,
+                    self.next_seq - 1
+                )));
+            }
+            self.next_seq = rec.event.seq + 1;
+            out.push((rec, body.to_vec()));
+        }
+        Ok(())
     }
 
     fn next_segment(&self) -> io::Result<Option<u64>> {

@@ -192,6 +192,16 @@ fn backend(e: tokio_postgres::Error) -> StoreError {
     if e.is_closed() || e.as_db_error().is_none() && e.code().is_none() {
         return StoreError::Unavailable(format!("PostgreSQL: {}", first_line(&e.to_string())));
     }
+    // The server going away, restarting, full, or read-only after a failover: unreachable for
+    // now (503), not broken (500).
+    if let Some(code) = e.code() {
+        let c = code.code();
+        if c.starts_with("08")
+            || matches!(c, "57P01" | "57P02" | "57P03" | "53300" | "25006" | "57014")
+        {
+            return StoreError::Unavailable(format!("PostgreSQL: {}", first_line(&e.to_string())));
+        }
+    }
     match e.code() {
         Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(
             e.as_db_error()
@@ -232,8 +242,25 @@ impl PgStore {
             .connect_timeout(Duration::from_secs(5))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(15))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(10))
+            // No statement hangs an API write or the watcher for long.
+            .options("-c statement_timeout=10000")
             .application_name("actgate");
         let target = describe(&config);
+        // TLS unless the URL says sslmode=disable. `prefer` (the driver's default when the URL
+        // names no mode) would fall back to plaintext when a man in the middle answers "no
+        // TLS": it is taken as `require`, and rustls verifies the server's certificate and
+        // name, so there is no downgrade.
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable
+            && settings.ca_file.is_some()
+        {
+            tracing::warn!(database = %target, "store.postgres.caFile is set but the URL says sslmode=disable: the connection is plaintext and the CA is not used");
+        }
         let tls = match config.get_ssl_mode() {
             tokio_postgres::config::SslMode::Disable => Tls::Off,
             _ => {
@@ -276,6 +303,36 @@ impl PgStore {
     /// apply each one once.
     pub async fn check_schema(&self, migrate: bool) -> StoreResult<usize> {
         let mut c = self.client().await?;
+        if !migrate {
+            // Read only: a replica (or `audit verify --from-store` under a read-only role)
+            // checks the version and changes nothing.
+            let row = c
+                .query_opt(
+                    "SELECT version FROM actgate_schema WHERE to_regclass('actgate_schema') IS NOT NULL",
+                    &[],
+                )
+                .await;
+            let version = match row {
+                Ok(Some(r)) => r.get::<_, i32>(0) as usize,
+                Ok(None) => 0,
+                // No table yet (undefined_table): version 0.
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => 0,
+                Err(e) => return Err(backend(e)),
+            };
+            if version > MIGRATIONS.len() {
+                return Err(StoreError::Backend(format!(
+                    "database schema version {version} is newer than this actgate knows ({}); upgrade actgate",
+                    MIGRATIONS.len()
+                )));
+            }
+            if version < MIGRATIONS.len() {
+                return Err(StoreError::Backend(format!(
+                    "database schema version {version}, this actgate needs {}: run `actgate migrate` (or set store.postgres.migrate: true)",
+                    MIGRATIONS.len()
+                )));
+            }
+            return Ok(version);
+        }
         let tx = c.transaction().await.map_err(backend)?;
         tx.batch_execute(
             "SELECT pg_advisory_xact_lock(7310542); CREATE TABLE IF NOT EXISTS actgate_schema (version INTEGER NOT NULL); \
@@ -450,15 +507,17 @@ impl PgStore {
         Ok(())
     }
 
-    /// Highest seq of replica `replica` in the database (0: none).
-    pub async fn audit_head(&self, replica: &str) -> StoreResult<u64> {
+    /// The last row of chain `replica` in the database: its seq (0: none) and hash.
+    pub async fn audit_head(&self, replica: &str) -> StoreResult<(u64, Option<String>)> {
         let c = self.client().await?;
-        let v: Option<i64> = c
-            .query_one("SELECT MAX(seq) FROM audit WHERE replica = $1", &[&replica])
+        let row = c
+            .query_opt(
+                "SELECT seq, hash FROM audit WHERE replica = $1 ORDER BY seq DESC LIMIT 1",
+                &[&replica],
+            )
             .await
-            .map_err(backend)?
-            .get(0);
-        Ok(v.unwrap_or(0) as u64)
+            .map_err(backend)?;
+        Ok(row.map_or((0, None), |r| (r.get::<_, i64>(0) as u64, Some(r.get(1)))))
     }
 
     /// A tenant's events matching `f`, newest first, from every replica, each with its
@@ -536,7 +595,7 @@ impl PgStore {
     /// `actgate audit verify --from-store`; `f` is called per row.
     pub async fn audit_chains(
         &self,
-        f: &mut (dyn FnMut(&str, u64, &str, &str, &str) + Send),
+        f: &mut (dyn FnMut(&str, &AuditRow) + Send),
     ) -> StoreResult<u64> {
         let c = self.client().await?;
         let mut after: (String, i64) = (String::new(), 0);
@@ -544,7 +603,8 @@ impl PgStore {
         loop {
             let rows = c
                 .query(
-                    "SELECT replica, seq, prev_hash, hash, line FROM audit WHERE (replica, seq) > ($1, $2) ORDER BY replica, seq LIMIT 10000",
+                    "SELECT replica, seq, prev_hash, hash, tenant, time_ms, kind, agent_id, action, resource, decision, decision_id, line \
+                     FROM audit WHERE (replica, seq) > ($1, $2) ORDER BY replica, seq LIMIT 10000",
                     &[&after.0, &after.1],
                 )
                 .await
@@ -555,7 +615,21 @@ impl PgStore {
             for r in &rows {
                 let replica: String = r.get(0);
                 let seq: i64 = r.get(1);
-                f(&replica, seq as u64, r.get(2), r.get(3), r.get(4));
+                let row = AuditRow {
+                    seq: seq as u64,
+                    prev_hash: r.get(2),
+                    hash: r.get(3),
+                    tenant: r.get(4),
+                    time_ms: r.get(5),
+                    kind: r.get(6),
+                    agent_id: r.get(7),
+                    action: r.get(8),
+                    resource: r.get(9),
+                    decision: r.get(10),
+                    decision_id: r.get(11),
+                    line: r.get(12),
+                };
+                f(&replica, &row);
                 n += 1;
                 after = (replica, seq);
             }
@@ -564,7 +638,7 @@ impl PgStore {
 }
 
 /// One audit index row for the shared store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRow {
     /// The replica's seq.
     pub seq: u64,

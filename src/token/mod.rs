@@ -265,15 +265,18 @@ impl Tokens {
         self.cache.clear();
     }
 
-    /// Replaces the keys published in the shared store. A key newly retired there empties
-    /// the cache, as a local retirement does.
+    /// Replaces the keys published in the shared store. A key newly retired there, or
+    /// withdrawn, empties the cache, as a local retirement does.
     pub fn set_published(&self, published: Published) {
-        let newly_retired = {
+        // A key newly retired there, or one no longer published at all, verifies nothing from
+        // now on: cached tokens it signed are checked again.
+        let withdrawn = {
             let old = self.published.load();
             published.retired.iter().any(|k| !old.retired.contains(k))
+                || old.keys.keys().any(|k| !published.keys.contains_key(k))
         };
         self.published.store(Arc::new(published));
-        if newly_retired {
+        if withdrawn {
             self.generation.fetch_add(1, Ordering::SeqCst);
             self.cache.clear();
         }

@@ -7,11 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The database password of the tests' PostgreSQL (a canary: never in a log or a body).
+pub const PASSWORD: &str = "pg-canary-5e1f0c2a9d";
+
 pub struct Pg {
     bin: PathBuf,
     dir: tempfile::TempDir,
     pub port: u16,
-    /// `postgres://actgate@127.0.0.1:<port>/actgate?sslmode=disable`
+    /// `postgres://actgate:<PASSWORD>@127.0.0.1:<port>/postgres?sslmode=disable`
     pub url: String,
     /// Run the server as this user (initdb refuses root).
     as_user: Option<String>,
@@ -80,13 +83,22 @@ impl Pg {
             as_user,
         };
         let data = pg.data();
+        // A real password (SCRAM): the tests check it never reaches a log line or a body.
+        let pwfile = pg.dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        if let Some(u) = &pg.as_user {
+            let _ = Command::new("chown")
+                .args([&format!("{u}:"), pwfile.to_str().unwrap()])
+                .status();
+        }
         pg.run(
             "initdb",
             &[
                 "-D",
                 data.to_str().unwrap(),
-                "-A",
-                "trust",
+                "--auth=scram-sha-256",
+                "--pwfile",
+                pwfile.to_str().unwrap(),
                 "-U",
                 "actgate",
                 "--no-sync",
@@ -96,7 +108,7 @@ impl Pg {
         );
         let mut pg = pg;
         pg.url = format!(
-            "postgres://actgate@127.0.0.1:{}/postgres?sslmode=disable",
+            "postgres://actgate:{PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable",
             pg.port
         );
         pg.resume();
