@@ -211,6 +211,25 @@ fn check_exits_0_when_allowed_1_when_denied_2_on_bad_input() {
     assert_eq!(code, 2);
 }
 
+/// An example config made runnable here: ephemeral ports, a temporary data directory, the
+/// tests' API key; parsed.
+fn local(text: &str, data_dir: &str, tmp: &Path) -> Config {
+    let text = text
+        .replace(
+            "{ proxy: 127.0.0.1:8080, api: 127.0.0.1:8081, admin: 127.0.0.1:9464 }",
+            "{ proxy: 127.0.0.1:0, api: 127.0.0.1:0, admin: 127.0.0.1:0 }",
+        )
+        .replace(data_dir, &tmp.join("data").display().to_string())
+        .replace(
+            "{ name: admin, fromEnv: ACTGATE_API_KEY }",
+            &format!(
+                "{{ name: admin, sha256: {} }}",
+                common::sha256_hex(common::KEY)
+            ),
+        );
+    Config::parse(&text, "example").unwrap_or_else(|p| panic!("{p}"))
+}
+
 /// The book shows `config/examples/*.yaml` verbatim, and each example decides as it says:
 /// a request that must be allowed and one that must be denied per route, against a real
 /// upstream (the file's addresses swapped for the test's).
@@ -232,23 +251,8 @@ async fn the_proxy_example_is_the_book_s_and_decides_as_documented() {
     let dir = tempfile::tempdir().unwrap();
     let text = file
         .replace("http://127.0.0.1:9001", &up.url())
-        .replace("http://127.0.0.1:9003", &up.url())
-        .replace(
-            "{ proxy: 127.0.0.1:8080, api: 127.0.0.1:8081, admin: 127.0.0.1:9464 }",
-            "{ proxy: 127.0.0.1:0, api: 127.0.0.1:0, admin: 127.0.0.1:0 }",
-        )
-        .replace(
-            "./data-proxy-example",
-            &dir.path().join("data").display().to_string(),
-        )
-        .replace(
-            "{ name: admin, fromEnv: ACTGATE_API_KEY }",
-            &format!(
-                "{{ name: admin, sha256: {} }}",
-                common::sha256_hex(common::KEY)
-            ),
-        );
-    let config = Config::parse(&text, "proxy example").unwrap();
+        .replace("http://127.0.0.1:9003", &up.url());
+    let config = local(&text, "./data-proxy-example", dir.path());
     assert!(actgate::config::lint::warnings(&config, &[]).is_empty());
     let running = actgate::server::start(config).await.unwrap();
     let (api, proxy) = (
@@ -346,24 +350,8 @@ fn every_yaml_block_in_the_book_is_an_example_file() {
 #[tokio::test]
 async fn the_agents_example_decides_as_documented() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string("config/examples/agents.yaml")
-        .unwrap()
-        .replace(
-            "{ proxy: 127.0.0.1:8080, api: 127.0.0.1:8081, admin: 127.0.0.1:9464 }",
-            "{ proxy: 127.0.0.1:0, api: 127.0.0.1:0, admin: 127.0.0.1:0 }",
-        )
-        .replace(
-            "./data-agents-example",
-            &dir.path().join("data").display().to_string(),
-        )
-        .replace(
-            "{ name: admin, fromEnv: ACTGATE_API_KEY }",
-            &format!(
-                "{{ name: admin, sha256: {} }}",
-                common::sha256_hex(common::KEY)
-            ),
-        );
-    let config = Config::parse(&text, "agents example").unwrap();
+    let text = std::fs::read_to_string("config/examples/agents.yaml").unwrap();
+    let config = local(&text, "./data-agents-example", dir.path());
     assert!(actgate::config::lint::warnings(&config, &[]).is_empty());
     let running = actgate::server::start(config).await.unwrap();
     let api = format!("http://{}", running.api);
