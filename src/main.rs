@@ -145,6 +145,10 @@ enum AuditCommand {
         /// the database alone, instead of this machine's log.
         #[arg(long)]
         from_store: bool,
+        /// With --from-store: the directory of public keys the chains' checkpoints are
+        /// checked against — keys from outside the database (default: tokens.keysDir).
+        #[arg(long, requires = "from_store")]
+        keys_dir: Option<PathBuf>,
     },
     /// Print a signed checkpoint of the log's current head, to keep somewhere else.
     Checkpoint,
@@ -789,12 +793,51 @@ async fn migrate(config: &Config) -> ExitCode {
 /// `audit verify --from-store`: each replica's chain in the shared table, from the database
 /// alone: seqs from 1 without gaps, each `prevHash` the hash of the line before, each hash
 /// that of its line, each line a record with that seq and prevHash.
-async fn verify_store(config: &Config) -> ExitCode {
+async fn verify_store(config: &Config, keys_dir: Option<PathBuf>) -> ExitCode {
     use actgate::audit::log;
     let store = match connect_shared(config, false).await {
         Ok(s) => s,
         Err(code) => return code,
     };
+    // Checkpoints, checked against public keys from outside the database.
+    let keys_dir = keys_dir.unwrap_or_else(|| config.keys_dir());
+    let keys = match actgate::token::keys::public_keys(&keys_dir) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: the keys that signed the checkpoints: {e} (pass --keys-dir)");
+            return ExitCode::from(2);
+        }
+    };
+    let checkpoints = match store.audit_checkpoints().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: reading the checkpoints: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // chain → (seq → signed hash); a bad signature or an unknown key is a problem of its own.
+    let mut signed: std::collections::BTreeMap<String, std::collections::BTreeMap<u64, String>> =
+        Default::default();
+    let mut cp_problems: std::collections::BTreeMap<String, String> = Default::default();
+    let mut unknown_keys: std::collections::BTreeSet<String> = Default::default();
+    for (chain, cp) in &checkpoints {
+        match keys.get(&cp.kid) {
+            None => {
+                unknown_keys.insert(cp.kid.clone());
+            }
+            Some(pk) if !cp.verify(pk) => {
+                cp_problems.entry(chain.clone()).or_insert_with(|| {
+                    format!("the checkpoint at seq {} has a bad signature", cp.seq)
+                });
+            }
+            Some(_) => {
+                signed
+                    .entry(chain.clone())
+                    .or_default()
+                    .insert(cp.seq, cp.hash.clone());
+            }
+        }
+    }
     struct Chain {
         records: u64,
         next: u64,
@@ -817,7 +860,12 @@ async fn verify_store(config: &Config) -> ExitCode {
             let seq = row.seq;
             let record = serde_json::from_str::<log::Record>(&row.line).ok();
             let hash = hex::encode(log::line_hash(row.line.as_bytes()));
-            let problem = if seq != c.next {
+            let signed_hash = signed.get(name).and_then(|m| m.get(&seq));
+            let problem = if signed_hash.is_some_and(|h| *h != hash) {
+                Some(format!(
+                    "seq {seq}: its hash is not the one the checkpoint signed: the chain was rewritten"
+                ))
+            } else if seq != c.next {
                 Some(format!(
                     "seq {seq} follows seq {}: records {}..{seq} are missing",
                     c.next - 1,
@@ -861,11 +909,49 @@ async fn verify_store(config: &Config) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut tampered = false;
+    // Checkpoints beyond a chain's last row: records were cut off its end; and chains whose
+    // checkpoints exist but whose rows are all gone.
+    for (name, seqs) in &signed {
+        let last = chains.get(name).map_or(0, |c| c.next - 1);
+        if let Some((&seq, _)) = seqs.range(last + 1..).next() {
+            cp_problems.entry(name.clone()).or_insert_with(|| {
+                format!("a checkpoint signed seq {seq}, but the table ends at seq {last}: records were removed")
+            });
+        }
+    }
+    for (name, problem) in &cp_problems {
+        if chains.get(name).is_none_or(|c| c.broken.is_none()) {
+            tampered = true;
+            println!("TAMPERED: {name}: {problem}");
+        }
+    }
+    for kid in &unknown_keys {
+        println!(
+            "warning: checkpoints signed by key {kid}, which is not in {}: not checked (pass --keys-dir with every replica's public keys)",
+            keys_dir.display()
+        );
+    }
     for (name, c) in &chains {
+        if cp_problems.contains_key(name) && c.broken.is_none() {
+            continue;
+        }
+        let covered = signed
+            .get(name)
+            .and_then(|m| m.range(..c.next).next_back().map(|(s, _)| *s))
+            .unwrap_or(0);
+        if c.broken.is_none() && covered < c.next - 1 {
+            println!(
+                "note: {name}: records {}..={} are after its last signed checkpoint{}",
+                covered + 1,
+                c.next - 1,
+                if covered == 0 { " (none yet)" } else { "" }
+            );
+        }
         match &c.broken {
             None => println!(
-                "OK: {name}: {} records, hash chain and columns intact; head seq {} hash {}",
+                "OK: {name}: {} records, hash chain and columns intact, {} signed checkpoints matched; head seq {} hash {}",
                 c.records,
+                signed.get(name).map_or(0, |m| m.range(..c.next).count()),
                 c.next - 1,
                 c.prev
             ),
@@ -875,9 +961,6 @@ async fn verify_store(config: &Config) -> ExitCode {
             }
         }
     }
-    println!(
-        "note: the chains are checked against themselves; a tail cut off, or a chain rewritten whole, is caught by `actgate audit verify` on the replica's own log and its signed checkpoints"
-    );
     if tampered {
         ExitCode::from(1)
     } else {
@@ -891,8 +974,10 @@ fn audit_command(config: Config, command: AuditCommand) -> ExitCode {
     let keys_dir = config.keys_dir();
     match command {
         AuditCommand::Verify {
-            from_store: true, ..
-        } => runtime().block_on(verify_store(&config)),
+            from_store: true,
+            keys_dir,
+            ..
+        } => runtime().block_on(verify_store(&config, keys_dir)),
         AuditCommand::Verify { checkpoint, .. } => {
             let keys = match actgate::token::keys::public_keys(&keys_dir) {
                 Ok(k) => k,

@@ -313,6 +313,7 @@ pub async fn ship_audit(gw: Arc<Gateway>, pg: PgStore, mut stop: watch::Receiver
     let replica = config.store.replica_id.clone();
     let mut chain: Option<String> = None;
     let mut cursor: Option<(LogCursor, String)> = None;
+    let mut checkpoints = 0usize;
     let mut last_error: Option<String> = None;
     let mut stopping = false;
     loop {
@@ -322,7 +323,15 @@ pub async fn ship_audit(gw: Arc<Gateway>, pg: PgStore, mut stop: watch::Receiver
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => stopping = true,
             }
         }
-        let shipped = ship_once(&pg, &dir, &replica, &mut chain, &mut cursor).await;
+        let shipped = ship_once(
+            &pg,
+            &dir,
+            &replica,
+            &mut chain,
+            &mut cursor,
+            &mut checkpoints,
+        )
+        .await;
         match shipped {
             Ok(n) => {
                 gw.metrics.audit_shipped.inc_by(n);
@@ -352,6 +361,7 @@ async fn ship_once(
     replica: &str,
     chain: &mut Option<String>,
     cursor: &mut Option<(LogCursor, String)>,
+    checkpoints: &mut usize,
 ) -> Result<u64, String> {
     if chain.is_none() {
         let (d, r) = (dir.to_path_buf(), replica.to_string());
@@ -409,6 +419,7 @@ async fn ship_once(
         let batch = batch.map_err(|e| format!("reading the audit log: {e}"))?;
         if batch.is_empty() {
             *cursor = Some((c, last));
+            ship_checkpoints(pg, dir, chain, checkpoints).await?;
             return Ok(total);
         }
         let rows: Vec<AuditRow> = batch
@@ -436,5 +447,47 @@ async fn ship_once(
 /// writer has written its last records). Returns how many records.
 pub async fn ship_remaining(config: &crate::config::Config, pg: &PgStore) -> Result<u64, String> {
     let dir = config.data_dir.join("audit");
-    ship_once(pg, &dir, &config.store.replica_id, &mut None, &mut None).await
+    ship_once(
+        pg,
+        &dir,
+        &config.store.replica_id,
+        &mut None,
+        &mut None,
+        &mut 0,
+    )
+    .await
+}
+
+/// Copies the checkpoints the log's writer signed since the last call (`done` lines of
+/// `checkpoints.jsonl` are already there).
+async fn ship_checkpoints(
+    pg: &PgStore,
+    dir: &std::path::Path,
+    chain: &str,
+    done: &mut usize,
+) -> Result<(), String> {
+    let path = dir.join(crate::audit::log::CHECKPOINTS);
+    let text = match tokio::fs::read_to_string(&path).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    // Complete lines only: the last one may be being written.
+    let lines: Vec<&str> = text
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .collect();
+    if lines.len() <= *done {
+        return Ok(());
+    }
+    let new: Vec<crate::audit::log::Checkpoint> = lines[*done..]
+        .iter()
+        .map(|l| serde_json::from_str(l.trim_end()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not a checkpoint: {e}", path.display()))?;
+    pg.append_checkpoints(chain, &new)
+        .await
+        .map_err(|e| e.to_string())?;
+    *done = lines.len();
+    Ok(())
 }

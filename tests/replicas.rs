@@ -28,7 +28,7 @@ store:
   maxStaleness: {staleness}
   pollInterval: 200ms
   replicaId: {name}
-audit: {{ segmentMaxBytes: 4096 }}   # rotations while the records are copied
+audit: {{ segmentMaxBytes: 4096, checkpointEvery: 20 }}   # rotations and checkpoints while the records are copied
 upstreams:
   crm: {{ url: "{up}", timeout: 5s }}
 routes:
@@ -274,9 +274,29 @@ async fn three_replicas_share_one_truth() {
     // Every replica's chain verifies from the database alone.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let cfg = configs[0].to_str().unwrap();
+    // Every replica's public keys, from outside the database, for the checkpoints.
+    let all_keys = dir.path().join("all-keys");
+    std::fs::create_dir(&all_keys).unwrap();
+    for n in ["r1", "r2", "r3"] {
+        for entry in std::fs::read_dir(dir.path().join(format!("{n}-data/keys"))).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "pub") {
+                std::fs::copy(&path, all_keys.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let keys_arg = all_keys.to_str().unwrap().to_string();
     let verify = || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_actgate"))
-            .args(["audit", "verify", "--from-store", "--config", cfg])
+            .args([
+                "audit",
+                "verify",
+                "--from-store",
+                "--config",
+                cfg,
+                "--keys-dir",
+                &keys_arg,
+            ])
             .env(URL_VAR, &pg.url)
             .output()
             .unwrap();
@@ -294,6 +314,12 @@ async fn three_replicas_share_one_truth() {
             "{out}"
         );
     }
+    assert!(!out.contains("warning"), "every checkpoint checked: {out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("OK: r1/") && !l.contains(" 0 signed checkpoints")),
+        "checkpoints were copied and matched: {out}"
+    );
     // Edited behind actgate's back: named.
     let db = pg.client().await;
     db.execute(
@@ -324,6 +350,23 @@ async fn three_replicas_share_one_truth() {
     assert!(
         out.lines()
             .any(|l| l.starts_with("TAMPERED: r3/") && l.contains("columns")),
+        "{out}"
+    );
+
+    // Records cut off a chain's end, below its last signed checkpoint: named.
+    let cut = db
+        .execute(
+            "DELETE FROM audit WHERE replica LIKE 'r1/%' AND seq > (SELECT MAX(seq) FROM audit_checkpoints WHERE replica LIKE 'r1/%') - 3",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(cut >= 3);
+    let (code, out, _) = verify();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("TAMPERED: r1/") && l.contains("records were removed")),
         "{out}"
     );
 

@@ -107,6 +107,19 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_time ON audit (tenant, time_ms);
     CREATE INDEX audit_decision ON audit (decision_id) WHERE decision_id IS NOT NULL;
     "#,
+    // 2: the signed checkpoints of each chain, so the chains verify from the database alone
+    // against keys kept elsewhere (a tail cut off, a chain rewritten whole).
+    r#"
+    CREATE TABLE audit_checkpoints (
+        replica TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL,
+        time TEXT NOT NULL,
+        kid TEXT NOT NULL,
+        sig TEXT NOT NULL,
+        PRIMARY KEY (replica, seq)
+    );
+    "#,
 ];
 
 /// The notification channel of changes.
@@ -505,6 +518,66 @@ impl PgStore {
         .await
         .map_err(backend)?;
         Ok(())
+    }
+
+    /// Copies signed checkpoints of chain `replica` (those already there are kept).
+    pub async fn append_checkpoints(
+        &self,
+        replica: &str,
+        checkpoints: &[crate::audit::log::Checkpoint],
+    ) -> StoreResult<()> {
+        if checkpoints.is_empty() {
+            return Ok(());
+        }
+        let c = self.client().await?;
+        let seqs: Vec<i64> = checkpoints.iter().map(|c| c.seq as i64).collect();
+        let col = |f: &dyn Fn(&crate::audit::log::Checkpoint) -> String| {
+            checkpoints.iter().map(f).collect::<Vec<String>>()
+        };
+        let (hash, time, kid, sig) = (
+            col(&|c| c.hash.clone()),
+            col(&|c| c.time.clone()),
+            col(&|c| c.kid.clone()),
+            col(&|c| c.sig.clone()),
+        );
+        c.execute(
+            "INSERT INTO audit_checkpoints (replica, seq, hash, time, kid, sig) \
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+             ON CONFLICT (replica, seq) DO NOTHING",
+            &[&replica, &seqs, &hash, &time, &kid, &sig],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Every chain's checkpoints: (chain, checkpoint), by chain and seq.
+    pub async fn audit_checkpoints(
+        &self,
+    ) -> StoreResult<Vec<(String, crate::audit::log::Checkpoint)>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT replica, seq, hash, time, kid, sig FROM audit_checkpoints ORDER BY replica, seq",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    crate::audit::log::Checkpoint {
+                        seq: r.get::<_, i64>(1) as u64,
+                        hash: r.get(2),
+                        time: r.get(3),
+                        kid: r.get(4),
+                        sig: r.get(5),
+                    },
+                )
+            })
+            .collect())
     }
 
     /// The last row of chain `replica` in the database: its seq (0: none) and hash.
