@@ -323,7 +323,7 @@ async fn three_replicas_share_one_truth() {
     // Edited behind actgate's back: named.
     let db = pg.client().await;
     db.execute(
-        "UPDATE audit SET line = replace(line, 'allowed', 'denied') WHERE id = (SELECT MIN(id) FROM audit WHERE replica LIKE 'r2/%')",
+        "UPDATE audit SET line = line || ' ' WHERE id = (SELECT MIN(id) FROM audit WHERE replica LIKE 'r2/%')",
         &[],
     )
     .await
