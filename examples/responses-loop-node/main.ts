@@ -160,11 +160,19 @@ async function main(): Promise<void> {
         if (!tool) {
           output = `there is no tool ${call.name}`;
         } else {
-          // validateWithACT, the guide's helper, is this one call.
-          const decision: Decision = await runner.validate(await tokens.token(), tool.action, fill(tool.resource, args), tool.context?.(args));
-          const verdict = `${decision.decision.padEnd(8)} ${call.name.padEnd(16)} ${tool.action} ${fill(tool.resource, args)}`;
-          console.log(decision.allowed ? verdict : `${verdict}  (${decision.reason}: ${decision.message})`);
-          output = decision.allowed ? tool.run(args) : denialText(decision, call.name);
+          try {
+            // validateWithACT, the guide's helper, is this one call.
+            const resource = fill(tool.resource, args); // refuses wildcards, `/`, `..` in arguments
+            const decision: Decision = await runner.validate(await tokens.token(), tool.action, resource, tool.context?.(args));
+            const verdict = `${decision.decision.padEnd(8)} ${call.name.padEnd(16)} ${tool.action} ${resource}`;
+            console.log(decision.allowed ? verdict : `${verdict}  (${decision.reason}: ${decision.message})`);
+            output = decision.allowed ? tool.run(args) : denialText(decision, call.name);
+          } catch (e) {
+            // Not decided (a bad argument, actgate unreachable): the call does not run, and the
+            // model is told why instead of the loop ending.
+            console.log(`refused  ${call.name.padEnd(16)} ${(e as Error).message}`);
+            output = `The call to ${call.name} was not run: ${(e as Error).message}`;
+          }
         }
         input.push({ type: "function_call_output", call_id: call.call_id, output });
       }

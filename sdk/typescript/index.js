@@ -212,10 +212,17 @@ export class Client {
 
   // tokens
   /** @returns {Promise<{token: string, tokenId: string, agentId: string, tenantId: string, expiresAt: string, expiresIn: number}>} */
-  issueToken(agentId, { expiresIn, policyIds } = {}) {
-    return this.#call("POST", "/v1/tokens", `issue a token for ${agentId}`, {
+  async issueToken(agentId, { expiresIn, policyIds } = {}) {
+    const t = await this.#call("POST", "/v1/tokens", `issue a token for ${agentId}`, {
       body: { agentId, ...(expiresIn !== undefined && { expiresIn }), ...(policyIds && { policyIds }) },
     });
+    // The token itself stays out of console.log and util.inspect (JSON.stringify keeps it:
+    // sending it is what it is for).
+    Object.defineProperty(t, Symbol.for("nodejs.util.inspect.custom"), {
+      value: () => `IssuedToken { tokenId: '${t.tokenId}', agentId: '${t.agentId}', expiresAt: '${t.expiresAt}', token: '…' }`,
+      enumerable: false,
+    });
+    return t;
   }
   revokeToken(tokenId) {
     return this.#call("DELETE", `/v1/tokens/${segment(tokenId)}`, `revoke token ${tokenId}`);

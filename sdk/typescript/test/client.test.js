@@ -46,6 +46,8 @@ test("every call", async () => {
   assert.ok(ids.includes(allow.id) && ids.includes(deny.id));
   const tok = await admin.issueToken(agent.id, { expiresIn: 600 });
   assert.match(tok.token, /^v4\.public\./);
+  const { inspect } = await import("node:util");
+  assert.ok(!inspect(tok).includes(tok.token), "console.log never shows the token");
   assert.ok(!JSON.stringify(admin).includes(ADMIN_KEY), "the API key never serialises");
 
   let d = await admin.validate(tok.token, "read", "api://crm/customers/42");
