@@ -95,11 +95,6 @@ impl StoreHealth {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// The store answered and the snapshot is current. True when it was down before.
-    pub fn ok(&self) -> bool {
-        self.ok_at(Instant::now())
-    }
-
     /// The store could not be reached. True when it was up before.
     pub fn failed(&self, error: String) -> bool {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);

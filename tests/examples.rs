@@ -11,6 +11,26 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs a documented script against this build's binary; its stdout, or a panic with both
+/// streams.
+fn run_script(script: &str, path: Option<String>) -> String {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script)
+        .current_dir(root())
+        .env("ACTGATE", env!("CARGO_BIN_EXE_actgate"));
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The default ports are shared: one script at a time.
 static PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -47,18 +67,7 @@ fn the_book_quick_start_is_the_script_the_tests_run() {
 #[test]
 fn the_quick_start_runs_verbatim() {
     let _ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new("bash")
-        .arg("examples/quickstart.sh")
-        .current_dir(root())
-        .env("ACTGATE", env!("CARGO_BIN_EXE_actgate"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_script("examples/quickstart.sh", None);
     let page = std::fs::read_to_string(root().join("docs/src/getting-started.md")).unwrap();
     // The page shows the output; every line of it but the generated policy id is the output.
     let shown = page
@@ -110,19 +119,7 @@ fn the_mcp_walkthrough_runs_verbatim() {
         venv.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new("bash")
-        .arg("examples/mcp/walkthrough.sh")
-        .current_dir(root())
-        .env("ACTGATE", env!("CARGO_BIN_EXE_actgate"))
-        .env("PATH", path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_script("examples/mcp/walkthrough.sh", Some(path));
     let expected = [
         r#"["get_customer","list_customers","send_email"]"#,
         r#"{"isError":false,"text":"customer 42: Ada Lovelace"}"#,
