@@ -180,6 +180,16 @@ enum KeysCommand {
         /// The key id (`actgate keys list` shows them).
         kid: String,
     },
+    /// Write the key set as one file (0600): the active key's secret half and the public
+    /// halves of the others, with their states. A key directory holding only that file (a
+    /// Kubernetes Secret generated from it, mounted as tokens.keysDir) is read-only: rotate
+    /// and retire here, then export again.
+    Export {
+        /// The file to write (`signing-keys` is the name a gateway looks for in its key
+        /// directory).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -386,6 +396,21 @@ fn keys_command(config: &Config, command: KeysCommand) -> ExitCode {
             Ok(()) => {
                 println!(
                     "key {kid} is retired: a running gateway refuses the tokens it signed within seconds; its secret key is deleted"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        KeysCommand::Export { out } => match actgate::token::keys::export(&dir, &out) {
+            Ok(n) => {
+                println!(
+                    "wrote {} ({n} key{} from {}); it holds the active secret key: keep it out of git",
+                    out.display(),
+                    if n == 1 { "" } else { "s" },
+                    dir.display()
                 );
                 ExitCode::SUCCESS
             }

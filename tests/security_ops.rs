@@ -163,6 +163,136 @@ async fn a_retired_key_stops_verifying_on_a_running_gateway_within_seconds() {
     gw.stop();
 }
 
+/// Points `mounted/..data` at a new `..<version>` directory holding `signing-keys`, as the
+/// kubelet updates a mounted Secret (`signing-keys -> ..data/signing-keys`, `..data` swapped
+/// atomically, the old directory removed).
+fn mount_secret(mounted: &std::path::Path, export: &std::path::Path, version: u32) {
+    use std::os::unix::fs::symlink;
+    let dir = mounted.join(format!("..v{version}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(export, dir.join("signing-keys")).unwrap();
+    let tmp = mounted.join("..data_tmp");
+    symlink(format!("..v{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, mounted.join("..data")).unwrap();
+    let link = mounted.join("signing-keys");
+    if link.symlink_metadata().is_err() {
+        symlink("..data/signing-keys", &link).unwrap();
+    }
+    if version > 1 {
+        std::fs::remove_dir_all(mounted.join(format!("..v{}", version - 1))).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_exported_key_set_mounted_as_a_secret_signs_read_only_and_follows_a_new_export() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The operator's key directory, where keys are made, rotated and retired.
+    let source = dir.path().join("source.yaml");
+    std::fs::write(&source, config_yaml(&dir.path().join("source"), "")).unwrap();
+    let src = source.to_str().unwrap();
+    let (code, out, err) = actgate(&["keys", "rotate", "--config", src]);
+    assert_eq!(code, 0, "{err}");
+    let first_kid = out.split_whitespace().nth(3).unwrap().to_string();
+    let export = dir.path().join("signing-keys");
+    let (code, out, err) = actgate(&[
+        "keys",
+        "export",
+        "--config",
+        src,
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("(1 key from") && out.contains("keep it out of git"),
+        "{out}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&export).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The gateway's key directory is the mounted Secret: the export and nothing else.
+    let mounted = dir.path().join("mounted");
+    mount_secret(&mounted, &export, 1);
+    let config = dir.path().join("actgate.yaml");
+    let yaml = config_yaml(&dir.path().join("data"), &routes(&up)).replace(
+        "cacheCapacity: 1000 }",
+        &format!("cacheCapacity: 1000, keysDir: {} }}", mounted.display()),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let cfg = config.to_str().unwrap();
+    let gw = Proc::spawn(&config, &[]);
+    let (_, old_token) = common::agent_and_token(&gw.api).await;
+    assert!(
+        old_token.ends_with(&footer(&first_kid)),
+        "signed with the exported key"
+    );
+    assert_eq!(enforce_at(&gw.api, &old_token).await["decision"], "allowed");
+    let (code, out, _) = actgate(&["keys", "list", "--config", cfg]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines().nth(1).unwrap().starts_with(&first_kid) && out.contains("active"),
+        "{out}"
+    );
+    // Read-only where it is mounted: the way to change it is said.
+    for args in [
+        vec!["keys", "rotate"],
+        vec!["keys", "retire", first_kid.as_str()],
+    ] {
+        let (code, _, err) = actgate(&[&args[..], &["--config", cfg]].concat());
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("read-only") && err.contains("actgate keys export"),
+            "{err}"
+        );
+    }
+    assert!(!mounted.join("active").exists());
+
+    // Rotate and retire at the source, export again, update the Secret: the running gateway
+    // signs with the new key and refuses the retired key's tokens within seconds.
+    let (code, out, err) = actgate(&["keys", "rotate", "--config", src]);
+    assert_eq!(code, 0, "{err}");
+    let new_kid = out.split_whitespace().nth(3).unwrap().to_string();
+    let (code, _, err) = actgate(&["keys", "retire", "--config", src, &first_kid]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = actgate(&[
+        "keys",
+        "export",
+        "--config",
+        src,
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    mount_secret(&mounted, &export, 2);
+    let changed = Instant::now();
+    loop {
+        let refused = enforce_at(&gw.api, &old_token).await["reason"] == "token_invalid";
+        let (_, t) = common::agent_and_token(&gw.api).await;
+        if refused && t.ends_with(&footer(&new_kid)) {
+            assert_eq!(enforce_at(&gw.api, &t).await["decision"], "allowed");
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(10),
+            "10 s after the Secret changed: old token refused {refused}, new key signing {}",
+            t.ends_with(&footer(&new_kid))
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = reqwest::Client::new()
+        .get(format!("{}/crm/customers/1", gw.proxy))
+        .bearer_auth(&old_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    gw.stop();
+}
+
 /// The base64url footer of a token signed by `kid`.
 fn footer(kid: &str) -> String {
     use base64::Engine;

@@ -10,6 +10,12 @@
 //!   gateway loads the change (within seconds), and its secret half is deleted. Its public
 //!   half stays, so audit checkpoints it signed while trusted can still be checked.
 //!
+//! A key set can also be exported as one file (`actgate keys export`, [`EXPORT_FILE`]): the
+//! active key's secret half and every other key's public half with its state. A key
+//! directory holding that file and no `active` file is read-only — a Kubernetes Secret
+//! generated from the export and mounted as `tokens.keysDir`; rotation and retirement happen
+//! in the directory it was exported from, then the export is generated again.
+//!
 //! Rotation adds a key and makes it active. Files are written to a temporary name, fsync'd
 //! and renamed, so a crash never leaves half a key. A key id is `k` + the first 16 hex digits
 //! of the SHA-256 of the public key.
@@ -134,6 +140,25 @@ pub enum KeyError {
         /// The kid.
         kid: String,
     },
+    /// The key directory holds an exported key set, which does not change in place.
+    #[error(
+        "{dir} holds an exported key set ({file}), which is read-only: rotate or retire in the key directory it was exported from, then run `actgate keys export` again and replace the file (in Kubernetes: re-apply the kustomization)",
+        file = EXPORT_FILE
+    )]
+    ReadOnly {
+        /// The key directory.
+        dir: PathBuf,
+    },
+    /// A line of an exported key set is not valid.
+    #[error("{path}:{line}: {why}")]
+    BadExport {
+        /// The file.
+        path: PathBuf,
+        /// The line (1-based).
+        line: usize,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The `active` file names a key that is not there.
     #[error("{dir}/active names key {kid}, but {kid}.key is missing")]
     MissingActive {
@@ -177,7 +202,7 @@ impl KeySet {
     /// Loads the key directory, creating it and a first key when it is absent or empty.
     pub fn load_or_create(dir: &Path) -> Result<KeySet, KeyError> {
         let active = dir.join("active");
-        if !active.exists() {
+        if !active.exists() && !dir.join(EXPORT_FILE).exists() {
             create_dir_private(dir)?;
             Self::rotate(dir)?;
         }
@@ -188,6 +213,9 @@ impl KeySet {
     /// active key is missing or unreadable: it never falls back to a new key silently, which
     /// would invalidate every token in flight.
     pub fn load(dir: &Path) -> Result<KeySet, KeyError> {
+        if let Some(file) = exported(dir) {
+            return Ok(Exported::read(&file)?.key_set());
+        }
         let active_path = dir.join("active");
         let kid = fs::read_to_string(&active_path)
             .map_err(io_err(&active_path))?
@@ -232,6 +260,7 @@ impl KeySet {
 
     /// Generates a new key, writes it, and makes it the active one. Returns its kid.
     pub fn rotate(dir: &Path) -> Result<String, KeyError> {
+        refuse_exported(dir)?;
         create_dir_private(dir)?;
         let pair = AsymmetricKeyPair::<V4>::generate().map_err(|_| KeyError::Io {
             path: dir.to_path_buf(),
@@ -261,6 +290,7 @@ impl KeySet {
     /// half is deleted. The active key cannot be retired (rotate first); retiring a retired
     /// key again changes nothing.
     pub fn retire(dir: &Path, kid: &str) -> Result<(), KeyError> {
+        refuse_exported(dir)?;
         let known = read_publics(dir)?.into_iter().any(|(k, _)| k == kid);
         if !known {
             return Err(KeyError::UnknownKey {
@@ -288,6 +318,15 @@ impl KeySet {
 
     /// Every key of a key directory with its state, newest first.
     pub fn list(dir: &Path) -> Result<Vec<KeyInfo>, KeyError> {
+        if let Some(file) = exported(dir) {
+            let mut out: Vec<KeyInfo> = Exported::read(&file)?
+                .keys
+                .into_iter()
+                .map(|k| k.info)
+                .collect();
+            out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.kid.cmp(&b.kid)));
+            return Ok(out);
+        }
         let active_path = dir.join("active");
         let active = fs::read_to_string(&active_path)
             .map_err(io_err(&active_path))?
@@ -375,10 +414,230 @@ fn read_publics(dir: &Path) -> Result<Vec<(String, AsymmetricPublicKey<V4>)>, Ke
 /// Every public key in a key directory, retired ones included, by kid: audit checkpoints are
 /// checked against the key that signed them, which may have been retired since.
 pub fn public_keys(dir: &Path) -> Result<AHashMap<String, Vec<u8>>, KeyError> {
+    if let Some(file) = exported(dir) {
+        return Ok(Exported::read(&file)?
+            .keys
+            .into_iter()
+            .map(|k| (k.info.kid, k.public.as_bytes().to_vec()))
+            .collect());
+    }
     Ok(read_publics(dir)?
         .into_iter()
         .map(|(kid, public)| (kid, public.as_bytes().to_vec()))
         .collect())
+}
+
+/// The name of an exported key set inside a key directory (see the module documentation).
+pub const EXPORT_FILE: &str = "signing-keys";
+
+/// The first line of an exported key set.
+const EXPORT_HEADER: &str = "actgate-keys v1";
+
+/// The exported key set of `dir`, when it holds one and is not an ordinary key directory.
+fn exported(dir: &Path) -> Option<PathBuf> {
+    let file = dir.join(EXPORT_FILE);
+    (!dir.join("active").exists() && file.exists()).then_some(file)
+}
+
+fn refuse_exported(dir: &Path) -> Result<(), KeyError> {
+    match dir.join(EXPORT_FILE).exists() {
+        true => Err(KeyError::ReadOnly {
+            dir: dir.to_path_buf(),
+        }),
+        false => Ok(()),
+    }
+}
+
+/// One key of an exported key set.
+struct ExportedKey {
+    info: KeyInfo,
+    public: AsymmetricPublicKey<V4>,
+    /// The active key's secret half.
+    secret: Option<AsymmetricSecretKey<V4>>,
+}
+
+/// An exported key set: exactly one active key (with its secret half) and the public halves
+/// of the others.
+struct Exported {
+    keys: Vec<ExportedKey>,
+}
+
+impl Exported {
+    /// Reads and checks an exported key set: every line names its state, kid, creation and
+    /// retirement times and key (hex), the kid matching the key.
+    fn read(path: &Path) -> Result<Exported, KeyError> {
+        let text = fs::read_to_string(path).map_err(io_err(path))?;
+        let bad = |line: usize, why: String| KeyError::BadExport {
+            path: path.to_path_buf(),
+            line,
+            why,
+        };
+        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
+        if lines.next().map(|(_, l)| l) != Some(EXPORT_HEADER) {
+            return Err(bad(
+                1,
+                format!(
+                    "not an exported key set (the first line must be `{EXPORT_HEADER}`); make one with `actgate keys export`"
+                ),
+            ));
+        }
+        let mut keys = Vec::new();
+        for (n, line) in lines.filter(|(_, l)| !l.is_empty() && !l.starts_with('#')) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [state, kid, created, retired, hex_key] = fields[..] else {
+                return Err(bad(
+                    n,
+                    "expected `<state> <kid> <created> <retired> <key>`".into(),
+                ));
+            };
+            let time = |s: &str, what: &str| match s {
+                "-" => Ok(None),
+                s => super::parse_time(s)
+                    .map(Some)
+                    .ok_or_else(|| bad(n, format!("{what} `{s}` is not an RFC 3339 time or -"))),
+            };
+            let (created, retired) = (time(created, "created")?, time(retired, "retired")?);
+            let state = match state {
+                "active" => KeyState::Active,
+                "verify-only" => KeyState::VerifyOnly,
+                "retired" => KeyState::Retired,
+                other => {
+                    return Err(bad(
+                        n,
+                        format!("unknown state `{other}` (active, verify-only or retired)"),
+                    ));
+                }
+            };
+            if (state == KeyState::Retired) != retired.is_some() {
+                return Err(bad(
+                    n,
+                    "a retirement time goes with the retired state, and only with it".into(),
+                ));
+            }
+            let bytes = hex::decode(hex_key).map_err(|_| bad(n, "the key is not hex".into()))?;
+            let (public, secret) = if state == KeyState::Active {
+                let secret = AsymmetricSecretKey::<V4>::from(&bytes)
+                    .map_err(|_| bad(n, "the active key must be a 64-byte secret key".into()))?;
+                let public = AsymmetricPublicKey::<V4>::from(&secret.as_bytes()[32..])
+                    .map_err(|_| bad(n, "the active key must be a 64-byte secret key".into()))?;
+                (public, Some(secret))
+            } else {
+                let public = AsymmetricPublicKey::<V4>::from(&bytes)
+                    .ok()
+                    .filter(|_| bytes.len() == 32)
+                    .ok_or_else(|| bad(n, "the key must be a 32-byte public key".into()))?;
+                (public, None)
+            };
+            if key_id(&public) != kid {
+                return Err(bad(
+                    n,
+                    format!("the key's id is {}, not {kid}", key_id(&public)),
+                ));
+            }
+            if keys.iter().any(|k: &ExportedKey| k.info.kid == kid) {
+                return Err(bad(n, format!("{kid} appears twice")));
+            }
+            keys.push(ExportedKey {
+                info: KeyInfo {
+                    kid: kid.to_string(),
+                    state,
+                    created,
+                    retired,
+                },
+                public,
+                secret,
+            });
+        }
+        let active = keys.iter().filter(|k| k.secret.is_some()).count();
+        if active != 1 {
+            return Err(bad(
+                1,
+                format!("an exported key set holds exactly one active key, this one {active}"),
+            ));
+        }
+        Ok(Exported { keys })
+    }
+
+    /// The trusted keys: the active one signs, retired ones verify nothing.
+    fn key_set(self) -> KeySet {
+        let mut signing = None;
+        let mut verifying = AHashMap::new();
+        for k in self.keys {
+            if k.info.state == KeyState::Retired {
+                continue;
+            }
+            verifying.insert(k.info.kid.clone(), k.public.clone());
+            if let Some(secret) = k.secret {
+                signing = Some(SigningKey {
+                    kid: k.info.kid,
+                    secret,
+                    public: k.public,
+                });
+            }
+        }
+        KeySet { signing, verifying }
+    }
+}
+
+/// Writes the key set of `dir` as one file `out` (0600, atomically): the active key's secret
+/// half, every other key's public half, each with its state and times. Returns how many keys
+/// it holds.
+pub fn export(dir: &Path, out: &Path) -> Result<usize, KeyError> {
+    let set = KeySet::load(dir)?;
+    let signing = set
+        .signing
+        .as_ref()
+        .ok_or_else(|| KeyError::MissingActive {
+            dir: dir.to_path_buf(),
+            kid: "-".into(),
+        })?;
+    let publics: AHashMap<String, Vec<u8>> = public_keys(dir)?;
+    let stamp = |t: Option<i64>| t.map(super::rfc3339).unwrap_or_else(|| "-".into());
+    let mut text = format!(
+        "{EXPORT_HEADER}\n# Exported by `actgate keys export` at {}. It holds the active signing key's secret half:\n# keep it secret (a Kubernetes Secret, never git). Lines: state kid created retired key.\n",
+        super::rfc3339(super::now_unix())
+    );
+    let list = KeySet::list(dir)?;
+    for k in &list {
+        let key = match k.state {
+            KeyState::Active => hex::encode(signing.secret.as_bytes()),
+            _ => hex::encode(
+                publics
+                    .get(&k.kid)
+                    .ok_or_else(|| corrupt(&dir.join(format!("{}.pub", k.kid))))?,
+            ),
+        };
+        text.push_str(&format!(
+            "{} {} {} {} {key}\n",
+            k.state.as_str(),
+            k.kid,
+            stamp(k.created),
+            match k.state {
+                // A retired key with no recorded time: retired at export at the latest.
+                KeyState::Retired =>
+                    stamp(k.retired.filter(|t| *t > 0).or(Some(super::now_unix()))),
+                _ => "-".into(),
+            }
+        ));
+    }
+    let out = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => out.to_path_buf(),
+        _ => Path::new(".").join(out),
+    };
+    let parent = out.parent().unwrap_or(Path::new("."));
+    let inside = fs::canonicalize(parent)
+        .and_then(|p| Ok(p == fs::canonicalize(dir)?))
+        .map_err(io_err(parent))?;
+    if inside {
+        return Err(KeyError::Io {
+            path: out,
+            source: io::Error::other(
+                "export outside the key directory: a key directory holding an export becomes read-only",
+            ),
+        });
+    }
+    write_atomic(&out, text.as_bytes(), 0o600)?;
+    Ok(list.len())
 }
 
 /// A cheap fingerprint of a key directory (names, sizes, modification times): when it
@@ -495,5 +754,114 @@ mod tests {
             KeySet::load(&dir),
             Err(KeyError::MissingActive { .. })
         ));
+    }
+
+    #[test]
+    fn an_exported_key_set_loads_read_only_with_the_same_keys_and_states() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let old = KeySet::load_or_create(&dir).unwrap().signing.unwrap().kid;
+        let middle = KeySet::rotate(&dir).unwrap();
+        let active = KeySet::rotate(&dir).unwrap();
+        KeySet::retire(&dir, &old).unwrap();
+        let mounted = tmp.path().join("mounted");
+        fs::create_dir(&mounted).unwrap();
+        let file = mounted.join(EXPORT_FILE);
+        assert_eq!(export(&dir, &file).unwrap(), 3);
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        let set = KeySet::load_or_create(&mounted).unwrap();
+        assert_eq!(set.signing.as_ref().unwrap().kid, active);
+        let original = KeySet::load(&dir).unwrap();
+        assert_eq!(
+            set.signing.as_ref().unwrap().secret_bytes(),
+            original.signing.as_ref().unwrap().secret_bytes()
+        );
+        assert!(set.verifying_key(&middle).is_some());
+        assert!(
+            set.verifying_key(&old).is_none(),
+            "a retired key verifies nothing"
+        );
+        assert_eq!(KeySet::list(&mounted).unwrap(), KeySet::list(&dir).unwrap());
+        assert!(
+            public_keys(&mounted).unwrap().contains_key(&old),
+            "kept for checkpoints"
+        );
+        // Only the active key's secret half travels.
+        let text = fs::read_to_string(&file).unwrap();
+        assert_eq!(
+            text.matches(&hex::encode(set.signing.as_ref().unwrap().secret_bytes()))
+                .count(),
+            1
+        );
+        assert_eq!(text.lines().filter(|l| l.len() > 150).count(), 1);
+
+        assert!(matches!(
+            KeySet::rotate(&mounted),
+            Err(KeyError::ReadOnly { .. })
+        ));
+        assert!(matches!(
+            KeySet::retire(&mounted, &middle),
+            Err(KeyError::ReadOnly { .. })
+        ));
+        assert!(!mounted.join("active").exists());
+        // Exporting into the key directory itself would make it read-only: refused.
+        assert!(export(&dir, &dir.join(EXPORT_FILE)).is_err());
+        assert!(!dir.join(EXPORT_FILE).exists());
+    }
+
+    #[test]
+    fn a_tampered_export_is_refused_naming_the_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        KeySet::load_or_create(&dir).unwrap();
+        KeySet::rotate(&dir).unwrap();
+        let mounted = tmp.path().join("mounted");
+        fs::create_dir(&mounted).unwrap();
+        let file = mounted.join(EXPORT_FILE);
+        export(&dir, &file).unwrap();
+        let good = fs::read_to_string(&file).unwrap();
+        let other = KeySet::ephemeral();
+        let other_public = hex::encode(other.signing.as_ref().unwrap().public.as_bytes());
+        let cases: Vec<(String, &str)> = vec![
+            // A verify-only key swapped for another under the same kid.
+            (
+                good.lines()
+                    .map(|l| match l.starts_with("verify-only") {
+                        true => {
+                            let mut f: Vec<&str> = l.split(' ').collect();
+                            f[4] = &other_public;
+                            f.join(" ")
+                        }
+                        false => l.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                "the key's id is",
+            ),
+            (
+                good.replace("verify-only", "active"),
+                "must be a 64-byte secret key",
+            ),
+            (
+                good.replace("actgate-keys v1", "actgate-keys v9"),
+                "not an exported key set",
+            ),
+            (
+                good.lines()
+                    .filter(|l| !l.starts_with("active"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                "exactly one active key",
+            ),
+        ];
+        for (text, why) in cases {
+            fs::write(&file, text).unwrap();
+            let e = KeySet::load(&mounted).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("signing-keys:"), "{e}");
+        }
     }
 }
