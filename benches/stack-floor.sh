@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The stack's floor, in one run: nginx as a plain reverse proxy, a bare hyper proxy doing
+# nothing but forwarding (benches/floor/bare_proxy.rs, with hyper-util's pooled client as
+# actgate has it, and with each downstream connection owning and driving its upstream
+# connection), and actgate enforcing with audit off and batched. Every proxy pinned to core 0,
+# wrk -t1 -c64 and an nginx upstream on core 1, contenders alternated round by round, medians
+# of ROUNDS rounds. CPU per request is split into user and system time (/proc/<pid>/stat).
+#
+#   benches/stack-floor.sh                  # builds the release binaries first
+#   ROUNDS=5 DURATION=8 benches/stack-floor.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+cargo build --release --quiet --bin actgate --example bare-proxy
+ACTGATE=${ACTGATE:-target/release/actgate}
+BARE=target/release/examples/bare-proxy
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  for d in up px; do [ -f "$WORK/$d/nginx.pid" ] && kill "$(cat "$WORK/$d/nginx.pid")" 2>/dev/null || true; done
+  sleep 0.2; rm -rf "$WORK"
+}
+trap cleanup EXIT
+UP=127.0.0.1:18101
+NGX=127.0.0.1:18102
+conf() { # dir listen body
+  mkdir -p "$1/tmp"
+  cat > "$1/nginx.conf" <<EOF
+worker_processes 1; daemon on; pid $1/nginx.pid; error_log $1/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $1/tmp; proxy_temp_path $1/tmp; fastcgi_temp_path $1/tmp;
+  uwsgi_temp_path $1/tmp; scgi_temp_path $1/tmp; keepalive_requests 1000000;
+  upstream backend { server $UP; keepalive 128; }
+  server { listen $2 backlog=4096; $3 } }
+EOF
+}
+conf "$WORK/up" "$UP" 'location / { default_type application/json; return 200 "{\"id\":42,\"name\":\"Ada\"}"; }'
+taskset -c 1 "$NGINX" -c "$WORK/up/nginx.conf" -p "$WORK/up" 2>/dev/null
+conf "$WORK/px" "$NGX" 'location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }'
+taskset -c 0 "$NGINX" -c "$WORK/px/nginx.conf" -p "$WORK/px" 2>/dev/null
+sleep 0.3
+NGX_PID=$(pgrep -P "$(cat "$WORK/px/nginx.pid")" | head -1)
+KEY=floor-bench-key-0123456789abcdef-01234567
+KEY_SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+HZ=$(getconf CLK_TCK)
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+
+start_actgate() { # audit port dir -> pid; writes dir/token
+  local audit=$1 port=$2 dir=$3; mkdir -p "$dir"
+  cat > "$dir/c.yaml" <<EOF
+listen: { proxy: 127.0.0.1:$port, api: 127.0.0.1:$((port+1)), admin: 127.0.0.1:$((port+2)), workers: 1 }
+dataDir: $dir/data
+apiKeys: [{ name: bench, sha256: $KEY_SHA }]
+agents: [{ id: agent_bench, name: Bench }]
+reload: { watch: false }
+audit: { durability: $audit }
+upstreams: { crm: { url: "http://$UP", timeout: 10s } }
+routes:
+  - { name: get-customer, method: GET, path: "/crm/customers/{id}", upstream: crm, action: read, resource: "api://crm/customers/{id}", rows: { fixed: 1 } }
+policies:
+  - { name: read, actions: [read], resources: ["api://crm/customers/*"], effect: allow, constraints: { maxRows: 100 } }
+EOF
+  rm -rf "$dir/data"
+  ACTGATE_LOG=warn taskset -c 0 "$ACTGATE" serve --config "$dir/c.yaml" >"$dir/log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$((port+2))/readyz" >/dev/null && break; sleep 0.05; done
+  curl -sf -X POST "http://127.0.0.1:$((port+1))/v1/tokens" -H "X-Api-Key: $KEY" -H 'Content-Type: application/json' \
+    -d '{"agentId":"agent_bench","expiresIn":3600}' | sed 's/.*"token":"\([^"]*\)".*/\1/' > "$dir/token"
+  echo "$pid"
+}
+
+start_bare() { # mode port -> pid
+  taskset -c 0 "$BARE" "127.0.0.1:$2" "$UP" "$1" 1 >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/" >/dev/null && break; sleep 0.05; done
+  echo "$pid"
+}
+
+run() { # url pid token -> "rps user_us sys_us"
+  local before after out
+  before=$(ticks "$2")
+  out=$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" ${3:+-H "Authorization: Bearer $3"} "$1")
+  after=$(ticks "$2")
+  local rps reqs
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  awk -v r="$rps" -v b="$before" -v a="$after" -v hz="$HZ" -v n="$reqs" 'BEGIN {
+    split(b, x, " "); split(a, y, " ");
+    printf "%s %.1f %.1f", r, (y[1]-x[1])*1e6/hz/n, (y[2]-x[2])*1e6/hz/n }'
+}
+
+labels=(nginx bare-legacy bare-owned actgate-off actgate-batched)
+declare -A RPS USR SYS
+for round in $(seq "$ROUNDS"); do
+  for i in "${!labels[@]}"; do
+    l=${labels[$i]}
+    port=$((18400 + i * 10))
+    case $l in
+      nginx) r=$(run "http://$NGX/crm/customers/42" "$NGX_PID" "") ;;
+      bare-*) pid=$(start_bare "${l#bare-}" "$port")
+              r=$(run "http://127.0.0.1:$port/crm/customers/42" "$pid" "")
+              kill "$pid"; wait "$pid" 2>/dev/null || true ;;
+      actgate-*) pid=$(start_actgate "${l#actgate-}" "$port" "$WORK/a$i")
+                 r=$(run "http://127.0.0.1:$port/crm/customers/42" "$pid" "$(cat "$WORK/a$i/token")")
+                 kill "$pid"; wait "$pid" 2>/dev/null || true ;;
+    esac
+    read -r rps usr sys <<<"$r"
+    RPS[$i]+="$rps "; USR[$i]+="$usr "; SYS[$i]+="$sys "
+  done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+ngx=$(echo "${RPS[0]}" | median)
+printf "%-16s %10s %9s %9s %9s %9s   (%s rounds x %ss, wrk -t1 -c64, proxy pinned to one core)\n" \
+  contender req/s "vs nginx" "user µs" "sys µs" "CPU µs" "$ROUNDS" "$DURATION"
+for i in "${!labels[@]}"; do
+  r=$(echo "${RPS[$i]}" | median); u=$(echo "${USR[$i]}" | median); s=$(echo "${SYS[$i]}" | median)
+  printf "%-16s %10s %9.2f %9s %9s %9.1f   [%s]\n" "${labels[$i]}" "$r" \
+    "$(awk -v a="$r" -v b="$ngx" 'BEGIN{print a/b}')" "$u" "$s" "$(awk -v a="$u" -v b="$s" 'BEGIN{print a+b}')" "${RPS[$i]}"
+done
