@@ -3,8 +3,8 @@
 //! Pure: no I/O. Each reader refuses what another parser could read differently: two tokens,
 //! a repeated or bracketed row parameter, a recipient field of an unexpected type.
 
-use http::HeaderMap;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 
 use super::canonical::{decode_form_bytes, decode_query_component};
@@ -21,7 +21,7 @@ pub enum TokenHeader {
 }
 
 /// Header carrying the token when `Authorization` is the upstream's own.
-pub const ACT_TOKEN: &str = "x-act-token";
+pub const ACT_TOKEN: HeaderName = HeaderName::from_static("x-act-token");
 
 /// The presented token: exactly one of `Authorization: Bearer` and `X-Act-Token`, once.
 pub fn token(headers: &HeaderMap) -> Result<Option<(&str, TokenHeader)>, ProxyError> {
@@ -91,7 +91,7 @@ pub fn token_elsewhere(
 ) -> Result<(), ProxyError> {
     let source = match from {
         TokenHeader::Bearer => AUTHORIZATION.as_str(),
-        TokenHeader::ActToken => ACT_TOKEN,
+        TokenHeader::ActToken => "x-act-token",
     };
     // Only a value at least as long as the token can hold it; most requests have none, and
     // then no searcher is built (building one for a ~330-byte needle is most of the cost).
