@@ -181,7 +181,7 @@ enum KeysCommand {
         kid: String,
     },
     /// Write the key set as one file (0600): the active key's secret half and the public
-    /// halves of the others, with their states. A key directory holding only that file (a
+    /// halves of the others, with their states. A key directory holding that file (a
     /// Kubernetes Secret generated from it, mounted as tokens.keysDir) is read-only: rotate
     /// and retire here, then export again.
     Export {

@@ -467,6 +467,11 @@ impl Exported {
     /// retirement times and key (hex), the kid matching the key.
     fn read(path: &Path) -> Result<Exported, KeyError> {
         let text = fs::read_to_string(path).map_err(io_err(path))?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks an exported key set's text (`path` names it in errors).
+    fn parse(path: &Path, text: &str) -> Result<Exported, KeyError> {
         let bad = |line: usize, why: String| KeyError::BadExport {
             path: path.to_path_buf(),
             line,
@@ -537,6 +542,12 @@ impl Exported {
             if keys.iter().any(|k: &ExportedKey| k.info.kid == kid) {
                 return Err(bad(n, format!("{kid} appears twice")));
             }
+            if secret.is_some() && keys.iter().any(|k: &ExportedKey| k.secret.is_some()) {
+                return Err(bad(
+                    n,
+                    "a second active key: an exported key set holds exactly one".into(),
+                ));
+            }
             keys.push(ExportedKey {
                 info: KeyInfo {
                     kid: kid.to_string(),
@@ -548,11 +559,10 @@ impl Exported {
                 secret,
             });
         }
-        let active = keys.iter().filter(|k| k.secret.is_some()).count();
-        if active != 1 {
+        if !keys.iter().any(|k| k.secret.is_some()) {
             return Err(bad(
                 1,
-                format!("an exported key set holds exactly one active key, this one {active}"),
+                "no active key: an exported key set holds exactly one".into(),
             ));
         }
         Ok(Exported { keys })
@@ -636,6 +646,19 @@ pub fn export(dir: &Path, out: &Path) -> Result<usize, KeyError> {
             ),
         });
     }
+    // The listing and the loaded set are two reads of the directory: a rotation between them
+    // (or an active key without its `.pub`) would write a file no gateway accepts. Check it
+    // as a gateway will, and that it signs with the key just loaded, before writing it.
+    let written = Exported::parse(&out, &text)?;
+    let active = written.key_set().signing.map(|k| k.kid);
+    if active.as_deref() != Some(signing.kid.as_str()) {
+        return Err(KeyError::Io {
+            path: dir.to_path_buf(),
+            source: io::Error::other(
+                "the key directory changed during the export (a rotation?); run the export again",
+            ),
+        });
+    }
     write_atomic(&out, text.as_bytes(), 0o600)?;
     Ok(list.len())
 }
@@ -687,19 +710,30 @@ pub fn create_dir_private(dir: &Path) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Writes `data` to `path` atomically: temporary file with `mode`, fsync, rename, fsync dir.
+/// Writes `data` to `path` atomically: a temporary file beside it (`.<name>.<pid>.tmp`, with
+/// `mode`, removed if anything fails), fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyError> {
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    f.write_all(data).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        f.write_all(data).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, path).map_err(io_err(path))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     if let Some(parent) = path.parent() {
         fs::File::open(parent)
             .and_then(|d| d.sync_all())
@@ -846,6 +880,34 @@ mod tests {
                 good.replace("verify-only", "active"),
                 "must be a 64-byte secret key",
             ),
+            // A genuine second signing key, kid and secret matching.
+            (
+                format!(
+                    "{good}active {} - - {}\n",
+                    other.signing.as_ref().unwrap().kid,
+                    hex::encode(other.signing.as_ref().unwrap().secret_bytes())
+                ),
+                "a second active key",
+            ),
+            (
+                format!("{good}{}\n", good.lines().last().unwrap()),
+                "appears twice",
+            ),
+            (good.replace("verify-only", "trusted"), "unknown state"),
+            (
+                good.lines()
+                    .map(|l| match l.starts_with("verify-only") {
+                        true => {
+                            let mut f: Vec<&str> = l.split(' ').collect();
+                            f[3] = "2026-01-01T00:00:00Z";
+                            f.join(" ")
+                        }
+                        false => l.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                "a retirement time goes with the retired state",
+            ),
             (
                 good.replace("actgate-keys v1", "actgate-keys v9"),
                 "not an exported key set",
@@ -855,7 +917,7 @@ mod tests {
                     .filter(|l| !l.starts_with("active"))
                     .collect::<Vec<_>>()
                     .join("\n"),
-                "exactly one active key",
+                "no active key",
             ),
         ];
         for (text, why) in cases {
