@@ -17,63 +17,19 @@ AUDIT=${AUDIT:-batched}
 CONNS=${CONNS:-64}
 REQ_PATH=${PATH_:-/crm/customers/42}
 EXTRA=${EXTRA:-}
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  for d in up px; do [ -f "$WORK/$d/nginx.pid" ] && kill "$(cat "$WORK/$d/nginx.pid")" 2>/dev/null || true; done
-  sleep 0.2; rm -rf "$WORK"
-}
+. benches/lib.sh
 trap cleanup EXIT
-UP=127.0.0.1:18101
-NGX=127.0.0.1:18102
-conf() { # dir listen body
-  mkdir -p "$1/tmp"
-  cat > "$1/nginx.conf" <<EOF
-worker_processes 1; daemon on; pid $1/nginx.pid; error_log $1/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $1/tmp; proxy_temp_path $1/tmp; fastcgi_temp_path $1/tmp;
-  uwsgi_temp_path $1/tmp; scgi_temp_path $1/tmp; keepalive_requests 1000000;
-  upstream backend { server $UP; keepalive 128; }
-  server { listen $2 backlog=4096; $3 } }
-EOF
-}
-conf "$WORK/up" "$UP" 'location / { default_type application/json; return 200 "{\"id\":42,\"name\":\"Ada\"}"; }'
-taskset -c 1 "$NGINX" -c "$WORK/up/nginx.conf" -p "$WORK/up" 2>/dev/null
-conf "$WORK/px" "$NGX" 'location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }'
-taskset -c 0 "$NGINX" -c "$WORK/px/nginx.conf" -p "$WORK/px" 2>/dev/null
-sleep 0.3
-NGX_PID=$(pgrep -P "$(cat "$WORK/px/nginx.pid")" | head -1)
-KEY=ab-bench-key-0123456789abcdef-0123456789
-KEY_SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+start_upstream
+start_nginx_proxy
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
 start() { # bin[@audit-mode] port dir -> prints pid; writes dir/token
-  local bin=${1%@*} port=$2 dir=$3 audit=$AUDIT; mkdir -p "$dir"
+  local audit=$AUDIT
   [[ $1 == *@* ]] && audit=${1#*@}
-  cat > "$dir/c.yaml" <<EOF
-listen: { proxy: 127.0.0.1:$port, api: 127.0.0.1:$((port+1)), admin: 127.0.0.1:$((port+2)) }
-dataDir: $dir/data
-apiKeys: [{ name: bench, sha256: $KEY_SHA }]
-agents: [{ id: agent_bench, name: Bench }]
-reload: { watch: false }
-audit: { durability: $audit }
-upstreams: { crm: { url: "http://$UP", timeout: 10s } }
-routes:
-  - { name: get-customer, method: GET, path: "/crm/customers/{id}", upstream: crm, action: read, resource: "api://crm/customers/{id}", rows: { fixed: 1 } }
-policies:
-  - { name: read, actions: [read], resources: ["api://crm/customers/*"], effect: allow, constraints: { maxRows: 100 } }
-$EXTRA
-EOF
-  rm -rf "$dir/data"
-  ACTGATE_LOG=warn taskset -c 0 "$bin" serve --config "$dir/c.yaml" >"$dir/log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$((port+2))/readyz" >/dev/null && break; sleep 0.05; done
-  curl -sf -X POST "http://127.0.0.1:$((port+1))/v1/tokens" -H "X-Api-Key: $KEY" -H 'Content-Type: application/json' \
-    -d '{"agentId":"agent_bench","expiresIn":3600}' | sed 's/.*"token":"\([^"]*\)".*/\1/' > "$dir/token"
-  echo "$pid"
+  start_actgate "${1%@*}" "$audit" "$2" "$3"
 }
 
 run() { # label url pid token -> "rps cpu_us"

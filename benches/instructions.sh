@@ -10,26 +10,18 @@
 set -euo pipefail
 command -v valgrind >/dev/null || sudo -n apt-get install -y -q valgrind >/dev/null 2>&1 || apt-get install -y -q valgrind >/dev/null
 N=${N:-3000}
-W=$(mktemp -d); UP=127.0.0.1:18101
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -f "$W/up/nginx.pid" ] && kill "$(cat "$W/up/nginx.pid")" 2>/dev/null; sleep 0.2; rm -rf "$W"; }
+cd "$(dirname "$0")/.."
+WORK=$(mktemp -d)
+PIDS=()
+. benches/lib.sh
 trap cleanup EXIT
-mkdir -p "$W/up/tmp"
-cat > "$W/up/nginx.conf" <<NG
-worker_processes 1; daemon on; pid $W/up/nginx.pid; error_log $W/up/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $W/up/tmp; proxy_temp_path $W/up/tmp; fastcgi_temp_path $W/up/tmp;
-  uwsgi_temp_path $W/up/tmp; scgi_temp_path $W/up/tmp; keepalive_requests 1000000;
-  server { listen $UP backlog=4096; location / { default_type application/json; return 200 "{\"id\":42,\"name\":\"Ada\"}"; } } }
-NG
-"$(command -v nginx || echo /usr/sbin/nginx)" -c "$W/up/nginx.conf" -p "$W/up" 2>/dev/null
-KEY=insn-bench-key-0123456789abcdef-012345678
-KEY_SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+start_upstream
+W=$WORK
 for bin in "$@"; do
   H=()
   if [[ $bin == *bare-proxy ]]; then
     valgrind --tool=callgrind --callgrind-out-file="$W/cg.out" "$bin" 127.0.0.1:18300 "$UP" "${MODE:-legacy}" 1 2>"$W/vg.log" &
-    pid=$!
+    pid=$!; PIDS=("$pid")
     for _ in $(seq 400); do curl -sf http://127.0.0.1:18300/ >/dev/null && break; sleep 0.1; done
   else
     mkdir -p "$W/a"
@@ -48,7 +40,7 @@ policies:
 Y
     rm -rf "$W/a/data"
     ACTGATE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$W/cg.out" "$bin" serve --config "$W/a/c.yaml" >"$W/a/log" 2>"$W/vg.log" &
-    pid=$!
+    pid=$!; PIDS=("$pid")
     for _ in $(seq 600); do curl -sf http://127.0.0.1:18302/readyz >/dev/null && break; sleep 0.1; done
     T=$(curl -sf -X POST http://127.0.0.1:18301/v1/tokens -H "X-Api-Key: $KEY" -H 'Content-Type: application/json' \
       -d '{"agentId":"agent_bench","expiresIn":3600}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
@@ -62,6 +54,6 @@ Y
   ok=$(awk '/\[200\]/ {print $2}' "$W/oha.txt")
   ir=$(callgrind_annotate "$(ls -t "$W"/cg.out* | head -1)" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
   printf "%-40s %8s ok of %s  %8.0f instructions/request\n" "$bin" "$ok" "$N" "$(awk -v a="$ir" -v n="$N" 'BEGIN{print a/n}')"
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  kill "$pid"; wait "$pid" 2>/dev/null || true; PIDS=()
   rm -f "$W"/cg.out*
 done

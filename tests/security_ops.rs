@@ -140,13 +140,10 @@ async fn a_retired_key_stops_verifying_on_a_running_gateway_within_seconds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Through the proxy too (the token cache was emptied), while the new key's tokens work.
-    let r = reqwest::Client::new()
-        .get(format!("{}/crm/customers/1", gw.proxy))
-        .bearer_auth(&old_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        proxy_status(&gw.proxy, &old_token).await,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(enforce_at(&gw.api, &new_token).await["decision"], "allowed");
     let (code, out, _) = actgate(&["keys", "list", "--config", cfg]);
     assert_eq!(code, 0);
@@ -283,14 +280,22 @@ async fn an_exported_key_set_mounted_as_a_secret_signs_read_only_and_follows_a_n
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let r = reqwest::Client::new()
-        .get(format!("{}/crm/customers/1", gw.proxy))
-        .bearer_auth(&old_token)
+    assert_eq!(
+        proxy_status(&gw.proxy, &old_token).await,
+        StatusCode::UNAUTHORIZED
+    );
+    gw.stop();
+}
+
+/// The status of a proxied GET of a customer with `token`.
+async fn proxy_status(proxy: &str, token: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(format!("{proxy}/crm/customers/1"))
+        .bearer_auth(token)
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    gw.stop();
+        .unwrap()
+        .status()
 }
 
 /// The base64url footer of a token signed by `kid`.

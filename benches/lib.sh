@@ -1,0 +1,71 @@
+# Sourced by the load benches: the nginx processes they all start — the upstream answering a
+# small JSON body on 127.0.0.1:18101 (core 1) and, when asked, nginx as a plain reverse proxy
+# to it on 127.0.0.1:18102 (core 0) —, an actgate enforcing one route in front of that
+# upstream, and their cleanup. Expects WORK (a temporary directory) and PIDS (an array of
+# process ids to stop) to be set.
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+UP=127.0.0.1:18101
+NGX=127.0.0.1:18102
+
+nginx_conf() { # dir listen body
+  mkdir -p "$1/tmp"
+  cat > "$1/nginx.conf" <<NGINX_CONF
+worker_processes 1; daemon on; pid $1/nginx.pid; error_log $1/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $1/tmp; proxy_temp_path $1/tmp; fastcgi_temp_path $1/tmp;
+  uwsgi_temp_path $1/tmp; scgi_temp_path $1/tmp; keepalive_requests 1000000;
+  upstream backend { server $UP; keepalive 128; }
+  server { listen $2 backlog=4096; $3 } }
+NGINX_CONF
+}
+
+# The upstream, pinned to core 1.
+start_upstream() {
+  nginx_conf "$WORK/up" "$UP" 'location / { default_type application/json; return 200 "{\"id\":42,\"name\":\"Ada\"}"; }'
+  taskset -c 1 "$NGINX" -c "$WORK/up/nginx.conf" -p "$WORK/up" 2>/dev/null
+}
+
+# nginx as a plain reverse proxy to the upstream, pinned to core 0; sets NGX_PID (its worker).
+start_nginx_proxy() {
+  nginx_conf "$WORK/px" "$NGX" 'location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }'
+  taskset -c 0 "$NGINX" -c "$WORK/px/nginx.conf" -p "$WORK/px" 2>/dev/null
+  sleep 0.3
+  NGX_PID=$(pgrep -P "$(cat "$WORK/px/nginx.pid")" | head -1)
+}
+
+KEY=bench-api-key-0123456789abcdef-0123456789
+KEY_SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+
+# actgate BIN with audit AUDIT on ports PORT..PORT+2, pinned to core 0, its data in DIR; one
+# allowed route to the upstream. WORKERS sets listen.workers, EXTRA is appended to the
+# config. Prints its pid once it is ready; writes a token for the route to DIR/token.
+start_actgate() { # bin audit port dir
+  local bin=$1 audit=$2 port=$3 dir=$4; mkdir -p "$dir"
+  cat > "$dir/c.yaml" <<ACTGATE_CONF
+listen: { proxy: 127.0.0.1:$port, api: 127.0.0.1:$((port+1)), admin: 127.0.0.1:$((port+2))${WORKERS:+, workers: $WORKERS} }
+dataDir: $dir/data
+apiKeys: [{ name: bench, sha256: $KEY_SHA }]
+agents: [{ id: agent_bench, name: Bench }]
+reload: { watch: false }
+audit: { durability: $audit }
+upstreams: { crm: { url: "http://$UP", timeout: 10s } }
+routes:
+  - { name: get-customer, method: GET, path: "/crm/customers/{id}", upstream: crm, action: read, resource: "api://crm/customers/{id}", rows: { fixed: 1 } }
+policies:
+  - { name: read, actions: [read], resources: ["api://crm/customers/*"], effect: allow, constraints: { maxRows: 100 } }
+${EXTRA:-}
+ACTGATE_CONF
+  rm -rf "$dir/data"
+  ACTGATE_LOG=warn taskset -c 0 "$bin" serve --config "$dir/c.yaml" >"$dir/log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$((port+2))/readyz" >/dev/null && break; sleep 0.05; done
+  curl -sf -X POST "http://127.0.0.1:$((port+1))/v1/tokens" -H "X-Api-Key: $KEY" -H 'Content-Type: application/json' \
+    -d '{"agentId":"agent_bench","expiresIn":3600}' | sed 's/.*"token":"\([^"]*\)".*/\1/' > "$dir/token"
+  echo "$pid"
+}
+
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for d in up px; do [ -f "$WORK/$d/nginx.pid" ] && kill "$(cat "$WORK/$d/nginx.pid")" 2>/dev/null || true; done
+  sleep 0.2; rm -rf "$WORK"
+}
