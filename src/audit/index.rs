@@ -43,6 +43,8 @@ use super::{AuditEvent, AuditFilter, EventKind};
 const CHUNK: usize = 32 * 1024;
 /// Decisions remembered for folding a `strict` outcome into its decision's entry.
 const RECENT_DECISIONS: usize = 65_536;
+/// Newest entries whose status and latency are mirrored in memory (see [`Tail`]).
+const TAIL_ENTRIES: usize = 16_384;
 /// Records replayed from the log per append during a catch-up.
 const REPLAY_BATCH: usize = 8192;
 
@@ -153,6 +155,31 @@ struct Appender {
     files: Vec<File>,
     /// Decision id → entry, for folding `strict` outcomes.
     recent: HashMap<String, u64>,
+    tail: Tail,
+}
+
+/// The status and latency columns of the newest entries, mirrored in memory: the outcomes of a
+/// `strict` batch fold into their decisions' entries with one write per column covering them
+/// all, instead of two writes per outcome.
+struct Tail {
+    /// The entry `status[0]` and `latency[0]` belong to.
+    start: u64,
+    status: Vec<u16>,
+    latency: Vec<u32>,
+}
+
+impl Tail {
+    fn at(start: u64) -> Tail {
+        Tail {
+            start,
+            status: Vec::new(),
+            latency: Vec::new(),
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.start + self.status.len() as u64
+    }
 }
 
 /// The audit index of one data directory (see the module documentation). Appended to by the
@@ -270,6 +297,7 @@ impl AuditIndex {
             appender: Mutex::new(Appender {
                 files,
                 recent: HashMap::new(),
+                tail: Tail::at(entries),
             }),
             behind: AtomicBool::new(false),
             fold_outcomes: AtomicBool::new(true),
@@ -440,10 +468,37 @@ impl AuditIndex {
             self.behind.store(true, Ordering::Release);
             return Err(e);
         }
-        // An outcome folds into its decision: the decision's entry shows what became of it.
+        // Mirror what was just written; a tail out of step with the files (after a failed
+        // write or a rebuild) starts again here.
+        if app.tail.end() != len {
+            app.tail = Tail::at(len);
+        }
+        for e in events {
+            app.tail.status.push(e.upstream_status.unwrap_or(0));
+            app.tail.latency.push(
+                e.latency_us
+                    .map_or(NO_LATENCY, |l| l.min(u64::from(NO_LATENCY - 1)) as u32),
+            );
+        }
+        if app.tail.status.len() > TAIL_ENTRIES {
+            let drop = app.tail.status.len() - TAIL_ENTRIES / 2;
+            app.tail.status.drain(..drop);
+            app.tail.latency.drain(..drop);
+            app.tail.start += drop as u64;
+        }
         // An outcome folds into its decision: the decision's entry shows what became of it
-        // (the log keeps the outcome record either way).
+        // (the log keeps the outcome record either way). Entries still mirrored are patched
+        // in memory and written back as one range per column; older ones one by one.
+        let mut range: Option<(u64, u64)> = None;
         for (entry, status, latency) in patches {
+            if entry >= app.tail.start && entry < app.tail.end() {
+                let i = (entry - app.tail.start) as usize;
+                app.tail.status[i] = status;
+                app.tail.latency[i] = latency;
+                range =
+                    Some(range.map_or((entry, entry), |(lo, hi)| (lo.min(entry), hi.max(entry))));
+                continue;
+            }
             let patched = app.files[Col::Status.index()]
                 .write_all_at(&status.to_le_bytes(), entry * 2)
                 .and_then(|()| {
@@ -451,6 +506,26 @@ impl AuditIndex {
                 });
             if let Err(e) = patched {
                 tracing::warn!(error = %e, "an outcome could not be folded into its decision's audit index entry");
+            }
+        }
+        if let Some((lo, hi)) = range {
+            let (a, b) = (
+                (lo - app.tail.start) as usize,
+                (hi - app.tail.start) as usize + 1,
+            );
+            let status: Vec<u8> = app.tail.status[a..b]
+                .iter()
+                .flat_map(|s| s.to_le_bytes())
+                .collect();
+            let latency: Vec<u8> = app.tail.latency[a..b]
+                .iter()
+                .flat_map(|l| l.to_le_bytes())
+                .collect();
+            let patched = app.files[Col::Status.index()]
+                .write_all_at(&status, lo * 2)
+                .and_then(|()| app.files[Col::Latency.index()].write_all_at(&latency, lo * 4));
+            if let Err(e) = patched {
+                tracing::warn!(error = %e, "outcomes could not be folded into their decisions' audit index entries");
             }
         }
         {
@@ -520,6 +595,7 @@ impl AuditIndex {
             f.set_len(0)?;
         }
         app.recent.clear();
+        app.tail = Tail::at(0);
         self.len.store(0, Ordering::Release);
         self.base.store(1, Ordering::Release);
         self.chunks
@@ -919,5 +995,94 @@ mod tests {
         assert_eq!(got[0].id, "aud_d");
         assert_eq!(got[0].upstream_status, Some(503));
         assert_eq!(got[0].latency_us, Some(1234));
+    }
+
+    #[test]
+    fn strict_outcomes_of_a_batch_fold_as_one_range_and_old_ones_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let log_dir = data.join("audit");
+        let (mut log, _) = LogFile::open(&log_dir, 64 << 20).unwrap();
+        let index = AuditIndex::open(data, &log_dir).unwrap();
+        let decision = |i: usize| {
+            let mut d = AuditEvent::refusal(
+                format!("aud_d{i}"),
+                Source::Proxy,
+                "t",
+                "r",
+                "policy_allow",
+                String::new(),
+            );
+            d.decision = "allowed".into();
+            d.agent_id = Some(format!("agent_{i}"));
+            d
+        };
+        // More decisions than the mirrored tail holds: the oldest are only on disk.
+        let n = TAIL_ENTRIES + 3_000;
+        let mut batch: Vec<AuditEvent> = (0..n).map(decision).collect();
+        let pos = log.append(&mut batch).unwrap();
+        index.append(&batch, &pos).unwrap();
+        // One batch of outcomes: scattered, newest and (outside the tail) oldest decisions.
+        let folded = [(5, 501), (n - 5_000, 502), (n - 10, 503), (n - 1, 504)];
+        let mut batch: Vec<AuditEvent> = folded
+            .iter()
+            .map(|(i, status)| {
+                let mut o = AuditEvent::refusal(
+                    format!("aud_o{i}"),
+                    Source::Proxy,
+                    "t",
+                    "r",
+                    "",
+                    String::new(),
+                );
+                o.kind = EventKind::Outcome;
+                o.decision = String::new();
+                o.decision_id = Some(format!("aud_d{i}"));
+                o.upstream_status = Some(*status);
+                o.latency_us = Some(*status as u64 * 10);
+                o
+            })
+            .collect();
+        let pos = log.append(&mut batch).unwrap();
+        index.append(&batch, &pos).unwrap();
+        let one = |i: usize| {
+            let got = index
+                .query(
+                    "t",
+                    &AuditFilter {
+                        agent_id: Some(format!("agent_{i}")),
+                        limit: 10,
+                        ..AuditFilter::default()
+                    },
+                )
+                .unwrap();
+            assert_eq!(got.len(), 1, "agent_{i}");
+            (got[0].upstream_status, got[0].latency_us)
+        };
+        for (i, status) in folded {
+            assert_eq!(
+                one(i),
+                (Some(status), Some(status as u64 * 10)),
+                "decision {i}"
+            );
+        }
+        // Entries between the patched ones, rewritten with the range, kept what they had.
+        for i in [n - 4_999, n - 11, n - 2, 6] {
+            assert_eq!(one(i), (None, None), "decision {i}");
+        }
+        // And a reopened index reads the same from disk.
+        drop(index);
+        let index = AuditIndex::open(data, &log_dir).unwrap();
+        let got = index
+            .query(
+                "t",
+                &AuditFilter {
+                    agent_id: Some(format!("agent_{}", n - 10)),
+                    limit: 10,
+                    ..AuditFilter::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(got[0].upstream_status, Some(503));
     }
 }
