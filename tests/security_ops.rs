@@ -192,14 +192,17 @@ async fn an_exported_key_set_mounted_as_a_secret_signs_read_only_and_follows_a_n
     assert_eq!(code, 0, "{err}");
     let first_kid = out.split_whitespace().nth(3).unwrap().to_string();
     let export = dir.path().join("signing-keys");
-    let (code, out, err) = actgate(&[
-        "keys",
-        "export",
-        "--config",
-        src,
-        "--out",
-        export.to_str().unwrap(),
-    ]);
+    let export_keys = || {
+        actgate(&[
+            "keys",
+            "export",
+            "--config",
+            src,
+            "--out",
+            export.to_str().unwrap(),
+        ])
+    };
+    let (code, out, err) = export_keys();
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("(1 key from") && out.contains("keep it out of git"),
@@ -255,14 +258,7 @@ async fn an_exported_key_set_mounted_as_a_secret_signs_read_only_and_follows_a_n
     let new_kid = out.split_whitespace().nth(3).unwrap().to_string();
     let (code, _, err) = actgate(&["keys", "retire", "--config", src, &first_kid]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = actgate(&[
-        "keys",
-        "export",
-        "--config",
-        src,
-        "--out",
-        export.to_str().unwrap(),
-    ]);
+    let (code, _, err) = export_keys();
     assert_eq!(code, 0, "{err}");
     mount_secret(&mounted, &export, 2);
     let changed = Instant::now();

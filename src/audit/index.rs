@@ -404,6 +404,9 @@ impl AuditIndex {
             .map(|c| Vec::with_capacity(n * c.width()))
             .collect();
         let mut patches: Vec<(u64, u16, u32)> = Vec::new();
+        // The status and latency of this batch's entries, for the mirrored tail (`strict` only:
+        // nothing else folds outcomes).
+        let mut mirrored: Vec<(u16, u32)> = Vec::new();
         let fold = self.fold_outcomes.load(Ordering::Acquire);
         for (i, (e, p)) in events.iter().zip(positions).enumerate() {
             if e.seq != first.seq + i as u64 {
@@ -425,6 +428,9 @@ impl AuditIndex {
             let latency = e
                 .latency_us
                 .map_or(NO_LATENCY, |l| l.min(u64::from(NO_LATENCY - 1)) as u32);
+            if fold {
+                mirrored.push((status, latency));
+            }
             bufs[Col::Time.index()].extend_from_slice(&e.time_ms.to_le_bytes());
             bufs[Col::Tenant.index()].extend_from_slice(&self.hash(&e.tenant_id).to_le_bytes());
             bufs[Col::Agent.index()].extend_from_slice(
@@ -469,16 +475,15 @@ impl AuditIndex {
             return Err(e);
         }
         // Mirror what was just written; a tail out of step with the files (after a failed
-        // write or a rebuild) starts again here.
-        if app.tail.end() != len {
-            app.tail = Tail::at(len);
-        }
-        for e in events {
-            app.tail.status.push(e.upstream_status.unwrap_or(0));
-            app.tail.latency.push(
-                e.latency_us
-                    .map_or(NO_LATENCY, |l| l.min(u64::from(NO_LATENCY - 1)) as u32),
-            );
+        // write, a rebuild, or batches written without folding) starts again here.
+        if fold {
+            if app.tail.end() != len {
+                app.tail = Tail::at(len);
+            }
+            for (status, latency) in mirrored {
+                app.tail.status.push(status);
+                app.tail.latency.push(latency);
+            }
         }
         if app.tail.status.len() > TAIL_ENTRIES {
             let drop = app.tail.status.len() - TAIL_ENTRIES / 2;
@@ -953,6 +958,17 @@ mod tests {
         assert_eq!(index.head(), 120);
     }
 
+    /// A `strict` outcome record `id` of decision `decision`.
+    fn outcome(id: &str, decision: &str, status: u16, latency_us: u64) -> AuditEvent {
+        let mut o = AuditEvent::refusal(id.into(), Source::Proxy, "t", "r", "", String::new());
+        o.kind = EventKind::Outcome;
+        o.decision = String::new();
+        o.decision_id = Some(decision.into());
+        o.upstream_status = Some(status);
+        o.latency_us = Some(latency_us);
+        o
+    }
+
     #[test]
     fn a_strict_outcome_folds_into_its_decision_and_is_not_listed() {
         let dir = tempfile::tempdir().unwrap();
@@ -972,14 +988,7 @@ mod tests {
         let mut batch = vec![decision];
         let pos = log.append(&mut batch).unwrap();
         index.append(&batch, &pos).unwrap();
-        let mut outcome =
-            AuditEvent::refusal("aud_o".into(), Source::Proxy, "t", "r", "", String::new());
-        outcome.kind = EventKind::Outcome;
-        outcome.decision = String::new();
-        outcome.decision_id = Some("aud_d".into());
-        outcome.upstream_status = Some(503);
-        outcome.latency_us = Some(1234);
-        let mut batch = vec![outcome];
+        let mut batch = vec![outcome("aud_o", "aud_d", 503, 1234)];
         let pos = log.append(&mut batch).unwrap();
         index.append(&batch, &pos).unwrap();
         let got = index
@@ -1027,20 +1036,12 @@ mod tests {
         let mut batch: Vec<AuditEvent> = folded
             .iter()
             .map(|(i, status)| {
-                let mut o = AuditEvent::refusal(
-                    format!("aud_o{i}"),
-                    Source::Proxy,
-                    "t",
-                    "r",
-                    "",
-                    String::new(),
-                );
-                o.kind = EventKind::Outcome;
-                o.decision = String::new();
-                o.decision_id = Some(format!("aud_d{i}"));
-                o.upstream_status = Some(*status);
-                o.latency_us = Some(*status as u64 * 10);
-                o
+                outcome(
+                    &format!("aud_o{i}"),
+                    &format!("aud_d{i}"),
+                    *status,
+                    *status as u64 * 10,
+                )
             })
             .collect();
         let pos = log.append(&mut batch).unwrap();

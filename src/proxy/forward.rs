@@ -73,13 +73,7 @@ const FORWARDING: &[&str] = &[
 /// Removes hop-by-hop headers and the headers a `Connection` header names: one pass over the
 /// names present (a handful in a response) rather than a lookup per name on the list.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut doomed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+    let mut doomed = connection_named(headers);
     doomed.extend(
         headers
             .keys()
@@ -89,6 +83,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in doomed {
         headers.remove(name);
     }
+}
+
+/// The header names a `Connection` header lists (each must go with the hop).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
 }
 
 /// What the upstream is told about the request.
@@ -114,13 +119,7 @@ pub fn rewrite_request(headers: &mut HeaderMap, token: Option<TokenHeader>, vouc
     // with `_` (CGI-style servers read `X_Act_Agent_Id` as `X-Act-Agent-Id`), the token,
     // method and path overrides, client forwarding headers, every client `X-Act-*`, and
     // `Content-Length` (framing is the body's: hyper sets it from what it forwards).
-    let connection_named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+    let connection_named = connection_named(headers);
     let strip_authorization = token == Some(TokenHeader::Bearer);
     let doomed: Vec<HeaderName> = headers
         .keys()
