@@ -3,7 +3,9 @@
 # under test pinned to core 0, wrk -t1 -c64 and an nginx upstream on core 1, contenders
 # alternated round by round, medians of ROUNDS rounds. Prints requests/s and the proxy's CPU
 # µs per request (user + system time from /proc/<pid>/stat over the run, divided by the
-# requests it served).
+# requests it served), and of that the audit writer thread's share (/proc/<pid>/task).
+# WRITER_CPU=1 moves the writer thread to core 1 after start (how much of the audit's cost is
+# sharing the proxy's core).
 #
 #   benches/ab.sh target/release/actgate                      # one binary, audit batched
 #   AUDIT=off benches/ab.sh /tmp/actgate-before target/release/actgate
@@ -24,6 +26,8 @@ trap cleanup EXIT
 start_upstream
 start_nginx_proxy
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+writer_tid() { local t; for t in /proc/"$1"/task/*; do [[ $(cat "$t/comm") == actgate-audit ]] && echo "${t##*/}"; done; true; }
+writer_ticks() { local w; w=$(writer_tid "$1"); if [ -n "$w" ]; then awk '{print $14+$15}' "/proc/$1/task/$w/stat"; else echo 0; fi; }
 HZ=$(getconf CLK_TCK)
 
 start() { # bin[@audit-mode] port dir -> prints pid; writes dir/token
@@ -32,17 +36,18 @@ start() { # bin[@audit-mode] port dir -> prints pid; writes dir/token
   start_actgate "${1%@*}" "$audit" "$2" "$3"
 }
 
-run() { # label url pid token -> "rps cpu_us"
-  local before after out rps
-  before=$(ticks "$3")
+run() { # label url pid token -> "rps cpu_us writer_us"
+  local before after out rps wbefore wafter
+  if [[ -n ${WRITER_CPU:-} && $1 != nginx ]]; then w=$(writer_tid "$3"); [ -n "$w" ] && taskset -pc "$WRITER_CPU" "$w" >/dev/null; fi
+  before=$(ticks "$3"); wbefore=$(writer_ticks "$3")
   out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" ${4:+-H "Authorization: Bearer $4"} "$2")
-  after=$(ticks "$3")
+  after=$(ticks "$3"); wafter=$(writer_ticks "$3")
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  echo "$rps $(awk -v t=$((after-before)) -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.1f", t*1e6/hz/n}')"
+  echo "$rps $(awk -v t=$((after-before)) -v w=$((wafter-wbefore)) -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.1f %.1f", t*1e6/hz/n, w*1e6/hz/n}')"
 }
 
-declare -A RPS CPU
+declare -A RPS CPU WCPU
 labels=(nginx "$@")
 for round in $(seq "$ROUNDS"); do
   for i in "${!labels[@]}"; do
@@ -55,13 +60,13 @@ for round in $(seq "$ROUNDS"); do
       r=$(run "$l" "http://127.0.0.1:$port$REQ_PATH" "$pid" "$(cat "$WORK/a$i/token")")
       kill "$pid"; wait "$pid" 2>/dev/null || true
     fi
-    RPS[$i]+="${r% *} "; CPU[$i]+="${r#* } "
+    read -r a b c <<<"$r"; RPS[$i]+="$a "; CPU[$i]+="$b "; WCPU[$i]+="$c "
   done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 ngx=$(echo "${RPS[0]}" | median)
-printf "%-40s %12s %9s %14s   (audit %s, %s rounds x %ss, -c%s)\n" contender req/s "vs nginx" "CPU µs/req" "$AUDIT" "$ROUNDS" "$DURATION" "$CONNS"
+printf "%-40s %12s %9s %14s %18s   (audit %s, %s rounds x %ss, -c%s)\n" contender req/s "vs nginx" "CPU µs/req" "of it writer" "$AUDIT" "$ROUNDS" "$DURATION" "$CONNS"
 for i in "${!labels[@]}"; do
-  r=$(echo "${RPS[$i]}" | median); c=$(echo "${CPU[$i]}" | median)
-  printf "%-40s %12s %9.2f %14s   [%s]\n" "${labels[$i]}" "$r" "$(awk -v a="$r" -v b="$ngx" 'BEGIN{print a/b}')" "$c" "${RPS[$i]}"
+  r=$(echo "${RPS[$i]}" | median); c=$(echo "${CPU[$i]}" | median); w=$(echo "${WCPU[$i]}" | median)
+  printf "%-40s %12s %9.2f %14s %18s   [%s]\n" "${labels[$i]}" "$r" "$(awk -v a="$r" -v b="$ngx" 'BEGIN{print a/b}')" "$c" "$w" "${RPS[$i]}"
 done

@@ -6,6 +6,7 @@
 #
 #   benches/instructions.sh target/release/actgate [OTHER_BIN...]     # audit off
 #   AUDIT=batched benches/instructions.sh target/release/actgate
+#   KEEP=/tmp/cg.out AUDIT=batched benches/instructions.sh BIN   # keep the profile for callgrind_annotate
 #   MODE=owned benches/instructions.sh target/release/examples/bare-proxy
 set -euo pipefail
 command -v valgrind >/dev/null || sudo -n apt-get install -y -q valgrind >/dev/null 2>&1 || apt-get install -y -q valgrind >/dev/null
@@ -53,6 +54,7 @@ Y
   sleep 1
   ok=$(awk '/\[200\]/ {print $2}' "$W/oha.txt")
   ir=$(callgrind_annotate "$(ls -t "$W"/cg.out* | head -1)" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+  [[ -n ${KEEP:-} ]] && cp "$(ls -t "$W"/cg.out* | head -1)" "$KEEP"
   printf "%-40s %8s ok of %s  %8.0f instructions/request\n" "$bin" "$ok" "$N" "$(awk -v a="$ir" -v n="$N" 'BEGIN{print a/n}')"
   kill "$pid"; wait "$pid" 2>/dev/null || true; PIDS=()
   rm -f "$W"/cg.out*

@@ -319,31 +319,23 @@ impl LogFile {
         if self.len >= self.max_len {
             self.rotate()?;
         }
-        let mut buf = Vec::with_capacity(events.len() * 512);
+        let mut buf = Vec::with_capacity(events.len() * 768);
         let mut positions = Vec::with_capacity(events.len());
         let mut seq = self.last_seq;
         let mut hash = self.last_hash;
-        let mut scratch = Vec::with_capacity(512);
         let mut hex = [0u8; 64];
         for e in events.iter_mut() {
             seq += 1;
             e.seq = seq;
             let start = buf.len();
-            // `{"prevHash":"<hex>",` then the event's own fields: the bytes a flattened
-            // `Record` serialises to, without serde's map detour.
-            scratch.clear();
-            serde_json::to_writer(&mut scratch, &*e).map_err(|e| LogError::Io {
-                path: self.dir.clone(),
-                source: io::Error::other(e),
-            })?;
             for (i, b) in hash.iter().enumerate() {
                 hex[2 * i] = HEX_DIGITS[usize::from(b >> 4)];
                 hex[2 * i + 1] = HEX_DIGITS[usize::from(b & 0xf)];
             }
-            buf.extend_from_slice(b"{\"prevHash\":\"");
-            buf.extend_from_slice(&hex);
-            buf.extend_from_slice(b"\",");
-            buf.extend_from_slice(&scratch[1..]);
+            super::line::write_line(&mut buf, &hex, e).map_err(|e| LogError::Io {
+                path: self.dir.clone(),
+                source: io::Error::other(e),
+            })?;
             hash = line_hash(&buf[start..]);
             positions.push(LinePos {
                 segment: self.segment,

@@ -8,6 +8,7 @@
 //! API key: the token id (`jti`) identifies the credential.
 
 pub mod index;
+mod line;
 pub mod log;
 mod writer;
 
