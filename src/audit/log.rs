@@ -15,12 +15,23 @@
 //!   checkpoint's `seq`, or whose record there hashes differently, was truncated or rewritten.
 //!   `actgate audit checkpoint` exports one to keep elsewhere, out of an intruder's reach.
 //!
-//! A crash can leave a torn last line; on open it is detected, copied aside
-//! (`<segment>.torn-<unix ms>`), cut off, and reported. Anything else that does not parse is
-//! corruption, and actgate refuses to start on it.
+//! The segment being written is kept zero-filled ahead of its end ([`ZERO_AHEAD`]): a
+//! commit then overwrites blocks that already exist instead of growing the file, so its
+//! `fdatasync` flushes data only, without a journal commit for the new size — what PostgreSQL
+//! does for its WAL, and on ext4 the larger part of a batch's cost (measured: 150–230 → 60–70 µs
+//! of system time per commit). The log's end is its first NUL byte (a JSON line never holds
+//! one), every reader stops there, and a segment is cut back to its end when it is closed
+//! (rotation, shutdown), so a closed segment is plain JSON Lines.
+//!
+//! A crash can leave a torn tail: a last line cut short, or — in the zero-filled part, whose
+//! blocks the disk may persist in any order before the commit's `fdatasync` returns — records
+//! after a run of NULs. On open it is detected, copied aside (`<segment>.torn-<unix ms>`), cut
+//! off, and reported. A complete line that does not parse, before the end, is corruption, and
+//! actgate refuses to start on it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +43,10 @@ use super::AuditEvent;
 pub const GENESIS: [u8; 32] = [0u8; 32];
 /// Checkpoint file name.
 pub const CHECKPOINTS: &str = "checkpoints.jsonl";
+/// How far past its end the segment being written is kept zero-filled. Extending it costs one
+/// size change (a journal commit) per this many bytes instead of one per commit.
+pub const ZERO_AHEAD: u64 = 1 << 20;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 /// One line of a segment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,7 +177,10 @@ pub struct LogFile {
     file: File,
     /// First seq of the segment being appended to (its name).
     segment: u64,
+    /// Where the next line goes: the end of the records.
     len: u64,
+    /// The file's size: `len..zeroed` holds only NUL bytes.
+    zeroed: u64,
     max_len: u64,
     /// Sequence number of the last record (0 when empty).
     pub last_seq: u64,
@@ -218,7 +236,7 @@ impl LogFile {
         let mut recovery = Recovery::default();
         let Some(last) = segs.last().cloned() else {
             let path = dir.join(segment_name(1));
-            let file = open_append(&path)?;
+            let file = open_segment(&path)?;
             sync_dir(dir)?;
             return Ok((
                 LogFile {
@@ -226,6 +244,7 @@ impl LogFile {
                     file,
                     segment: 1,
                     len: 0,
+                    zeroed: 0,
                     max_len,
                     last_seq: 0,
                     last_hash: GENESIS,
@@ -237,13 +256,15 @@ impl LogFile {
         File::open(&last)
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(io_at(&last))?;
+        // The records end at the first NUL (the zero-filled part begins there).
+        let end = data_end(&bytes);
         // Walk complete lines; the first one that does not parse must be the tail.
         let mut good_end = 0usize;
         let mut last_line: Option<(u64, [u8; 32])> = None;
         let mut line_no = 0usize;
         let mut pos = 0usize;
-        while pos < bytes.len() {
-            let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') else {
+        while pos < end {
+            let Some(nl) = bytes[pos..end].iter().position(|b| *b == b'\n') else {
                 break;
             };
             let line = &bytes[pos..pos + nl];
@@ -255,8 +276,8 @@ impl LogFile {
                     good_end = pos;
                 }
                 Err(_) => {
-                    // Torn only if nothing after it parses either.
-                    let rest = &bytes[pos + nl + 1..];
+                    // Torn only if nothing after it (up to the end) parses either.
+                    let rest = &bytes[pos + nl + 1..end];
                     let later_record = rest
                         .split(|b| *b == b'\n')
                         .any(|l| serde_json::from_slice::<Record>(l).is_ok());
@@ -270,8 +291,12 @@ impl LogFile {
                 }
             }
         }
-        if good_end < bytes.len() {
-            let torn = &bytes[good_end..];
+        // Past the records only NULs may follow; anything else is a torn tail (a line cut
+        // short, or records the disk kept beyond a run of NULs the crash left unwritten).
+        let torn_end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        let mut zeroed = bytes.len() as u64;
+        if good_end < torn_end {
+            let torn = &bytes[good_end..torn_end];
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
@@ -285,6 +310,7 @@ impl LogFile {
             f.sync_all().map_err(io_at(&last))?;
             recovery.torn_bytes = torn.len() as u64;
             recovery.torn_copy = Some(copy);
+            zeroed = good_end as u64;
         }
         let (last_seq, last_hash) = match last_line {
             Some(l) => l,
@@ -294,7 +320,7 @@ impl LogFile {
                 n => last_record(&segs[n - 2])?.unwrap_or((0, GENESIS)),
             },
         };
-        let file = open_append(&last)?;
+        let file = open_segment(&last)?;
         let segment = first_seq(&last).ok_or_else(|| LogError::Corrupt {
             path: last.clone(),
             line: 0,
@@ -305,6 +331,7 @@ impl LogFile {
                 file,
                 segment,
                 len: good_end as u64,
+                zeroed,
                 max_len,
                 last_seq,
                 last_hash,
@@ -344,31 +371,88 @@ impl LogFile {
             });
             buf.push(b'\n');
         }
-        let path = self.dir.clone();
-        let result = self
-            .file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data());
+        let end = self.len + buf.len() as u64;
+        let zeroed_before = self.zeroed;
+        let result = self.file.write_all_at(&buf, self.len).and_then(|()| {
+            // Zero-filling ahead is an optimisation: where it fails (a full disk) the records
+            // are committed without it.
+            let _ = self.zero_ahead(end);
+            self.file.sync_data()
+        });
         if let Err(source) = result {
-            // Roll back a partial write; the records will be appended again.
-            let _ = self.file.set_len(self.len);
-            let _ = self.file.seek(SeekFrom::Start(self.len));
-            return Err(LogError::Io { path, source });
+            self.roll_back(zeroed_before);
+            return Err(LogError::Io {
+                path: self.dir.clone(),
+                source,
+            });
         }
-        self.len += buf.len() as u64;
+        self.len = end;
         self.last_seq = seq;
         self.last_hash = hash;
         Ok(positions)
     }
 
+    /// Keeps the file zero-filled up to [`ZERO_AHEAD`] past `end` (never past the segment's
+    /// size limit, except to hold `end` itself), in the same commit as the records.
+    fn zero_ahead(&mut self, end: u64) -> io::Result<()> {
+        if end <= self.zeroed {
+            return Ok(());
+        }
+        self.zeroed = end;
+        let target = (end + ZERO_AHEAD).min(self.max_len.max(end));
+        while self.zeroed < target {
+            let n = (target - self.zeroed).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], self.zeroed)?;
+            self.zeroed += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Undoes a failed commit: what it wrote is zeroed again and the file keeps the size it
+    /// had (so a full disk does not get back the space the zero-filled part holds, only to
+    /// lose it again at the next commit). If even that fails, the file is cut to its records.
+    fn roll_back(&mut self, zeroed_before: u64) {
+        let keep = zeroed_before.max(self.len);
+        let mut restored = self.file.set_len(keep);
+        let mut at = self.len;
+        while restored.is_ok() && at < keep {
+            let n = (keep - at).min(ZEROS.len() as u64) as usize;
+            restored = self.file.write_all_at(&ZEROS[..n], at);
+            at += n as u64;
+        }
+        self.zeroed = keep;
+        if restored.is_err() {
+            let _ = self.file.set_len(self.len);
+            self.zeroed = self.len;
+        }
+    }
+
+    /// Cuts the segment back to its records (dropping the zero-filled part) and syncs it.
+    fn close_segment(&mut self) -> Result<(), LogError> {
+        let path = segment_path(&self.dir, self.segment);
+        if self.zeroed > self.len {
+            self.file.set_len(self.len).map_err(io_at(&path))?;
+            self.zeroed = self.len;
+        }
+        self.file.sync_all().map_err(io_at(&path))
+    }
+
     fn rotate(&mut self) -> Result<(), LogError> {
+        self.close_segment()?;
         let path = self.dir.join(segment_name(self.last_seq + 1));
-        self.file.sync_all().map_err(io_at(&path))?;
-        self.file = open_append(&path)?;
+        self.file = open_segment(&path)?;
         sync_dir(&self.dir)?;
         self.segment = self.last_seq + 1;
         self.len = 0;
+        self.zeroed = 0;
         Ok(())
+    }
+
+    /// Closes the log at shutdown: the segment being written is cut back to its records, so
+    /// every segment at rest is plain JSON Lines. (A log dropped without it — a crash — opens
+    /// just as well.)
+    pub fn finish(mut self) -> Result<(), LogError> {
+        self.close_segment()
     }
 
     /// The directory the log is in.
@@ -411,12 +495,55 @@ fn open_append(path: &Path) -> Result<File, LogError> {
         .map_err(io_at(path))
 }
 
+/// A segment, opened for writing at explicit offsets (its end is not the file's end).
+fn open_segment(path: &Path) -> Result<File, LogError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_at(path))
+}
+
+/// Where a segment's records end: at its first NUL byte, where the zero-filled part begins.
+pub fn data_end(bytes: &[u8]) -> usize {
+    bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len())
+}
+
+/// Reads the next line (without its newline) into `line`. False at the end of the records:
+/// the end of the file, a NUL (the zero-filled part), or a last line not yet complete — so a
+/// reader never reads through the zero-filled part looking for a newline.
+fn next_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
+    line.clear();
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        match buf.iter().position(|b| *b == b'\n' || *b == 0) {
+            Some(i) if buf[i] == b'\n' => {
+                line.extend_from_slice(&buf[..i]);
+                reader.consume(i + 1);
+                return Ok(true);
+            }
+            Some(_) => return Ok(false),
+            None => {
+                let n = buf.len();
+                line.extend_from_slice(buf);
+                reader.consume(n);
+            }
+        }
+    }
+}
+
 /// The (seq, hash) of the last complete record of a segment.
 fn last_record(path: &Path) -> Result<Option<(u64, [u8; 32])>, LogError> {
     let f = File::open(path).map_err(io_at(path))?;
     let mut last = None;
-    for line in BufReader::new(f).split(b'\n') {
-        let line = line.map_err(io_at(path))?;
+    let (mut reader, mut line) = (BufReader::new(f), Vec::new());
+    while next_line(&mut reader, &mut line).map_err(io_at(path))? {
         if let Ok(rec) = serde_json::from_slice::<Record>(&line) {
             last = Some((rec.event.seq, line_hash(&line)));
         }
@@ -465,8 +592,8 @@ pub fn read_with_positions(
         };
         let file = File::open(seg)?;
         let mut offset = 0u64;
-        for line in BufReader::new(file).split(b'\n') {
-            let line = line?;
+        let (mut reader, mut line) = (BufReader::new(file), Vec::new());
+        while next_line(&mut reader, &mut line)? {
             let Ok(rec) = serde_json::from_slice::<Record>(&line) else {
                 return Ok(());
             };
@@ -573,6 +700,20 @@ pub fn verify(
                 seq: None,
                 what: e.to_string(),
             })?;
+        // The records end at the first NUL; past it only the zero-filled part of the segment
+        // being written may follow.
+        let end = data_end(&bytes);
+        if bytes[end..].iter().any(|b| *b != 0) {
+            return Err(Broken {
+                file: seg.clone(),
+                line: Some(bytes[..end].split(|b| *b == b'\n').count()),
+                seq: Some(expected_seq),
+                what: "bytes after a run of NULs: a torn tail (open the log with actgate to \
+                       repair it) or records hidden past the end"
+                    .into(),
+            });
+        }
+        bytes.truncate(end);
         if !bytes.is_empty() && !bytes.ends_with(b"\n") {
             return Err(Broken {
                 file: seg.clone(),
@@ -705,6 +846,132 @@ mod tests {
         assert_eq!(again.read(1).unwrap()[0].0.event.seq, 18);
     }
 
+    fn events(n: u64) -> Vec<AuditEvent> {
+        (0..n)
+            .map(|i| {
+                AuditEvent::refusal(
+                    format!("aud_{i}"),
+                    super::super::Source::Proxy,
+                    "t",
+                    "req",
+                    "no_route",
+                    "m".into(),
+                )
+            })
+            .collect()
+    }
+
+    fn seqs(dir: &Path) -> Vec<u64> {
+        let mut out = Vec::new();
+        read_from(dir, 0, |r| out.push(r.event.seq)).unwrap();
+        out
+    }
+
+    fn no_keys(_: &str) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// The segment being written is zero-filled ahead of its records; every reader stops at
+    /// its end, a log left that way (a crash) reopens where its records end, and closing cuts
+    /// it back to plain JSON Lines.
+    #[test]
+    fn the_zero_filled_tail_is_read_as_the_end_and_cut_when_the_log_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = dir.path().join(segment_name(1));
+        let (mut log, _) = LogFile::open(dir.path(), 64 << 20).unwrap();
+        log.append(&mut events(3)).unwrap();
+        let size = fs::metadata(&seg).unwrap().len();
+        assert_eq!(size, log.len + ZERO_AHEAD, "zero-filled a megabyte ahead");
+        let bytes = fs::read(&seg).unwrap();
+        assert_eq!(data_end(&bytes) as u64, log.len);
+        assert!(bytes[log.len as usize..].iter().all(|b| *b == 0));
+        // Readers see the records and nothing of the zeros.
+        assert_eq!(seqs(dir.path()), [1, 2, 3]);
+        assert_eq!(head(dir.path()).unwrap().unwrap().0, 3);
+        assert_eq!(verify(dir.path(), &no_keys, &[]).unwrap().records, 3);
+        let mut cursor = LogCursor::after(dir.path(), 1).unwrap();
+        let read: Vec<u64> = cursor
+            .read(10)
+            .unwrap()
+            .iter()
+            .map(|(r, _)| r.event.seq)
+            .collect();
+        assert_eq!(read, [2, 3]);
+        assert!(cursor.read(10).unwrap().is_empty());
+        // Dropped without closing (a crash): it reopens at the end of its records.
+        drop(log);
+        let (mut log, recovery) = LogFile::open(dir.path(), 64 << 20).unwrap();
+        assert_eq!(recovery, Recovery::default(), "nothing torn");
+        log.append(&mut events(2)).unwrap();
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            size,
+            "the zeros were reused"
+        );
+        assert_eq!(cursor.read(10).unwrap().len(), 2, "the cursor follows");
+        let len = log.len;
+        log.finish().unwrap();
+        let bytes = fs::read(&seg).unwrap();
+        assert_eq!(bytes.len() as u64, len, "closed: cut back to its records");
+        assert!(!bytes.contains(&0) && bytes.ends_with(b"\n"));
+        assert_eq!(verify(dir.path(), &no_keys, &[]).unwrap().records, 5);
+    }
+
+    /// A segment is closed without its zeros when the log rotates; only the last one has them.
+    #[test]
+    fn a_rotated_segment_is_plain_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogFile::open(dir.path(), 8192).unwrap();
+        for _ in 0..40 {
+            log.append(&mut events(3)).unwrap();
+        }
+        let segs = segments(dir.path()).unwrap();
+        assert!(segs.len() > 3, "it rotated");
+        for seg in &segs[..segs.len() - 1] {
+            let bytes = fs::read(seg).unwrap();
+            assert!(!bytes.contains(&0), "{}", seg.display());
+        }
+        let last = fs::read(segs.last().unwrap()).unwrap();
+        assert_eq!(
+            last.len(),
+            8192,
+            "zero-filled up to the segment limit, not a megabyte"
+        );
+        assert_eq!(seqs(dir.path()), (1..=120).collect::<Vec<_>>());
+        assert_eq!(verify(dir.path(), &no_keys, &[]).unwrap().records, 120);
+    }
+
+    /// After a crash the disk may have kept part of a commit: a line cut short, or records
+    /// beyond a run of zeros. Either is a torn tail: copied aside, cut off, and the log goes
+    /// on from its last intact record. `verify` refuses such a tail until then.
+    #[test]
+    fn a_torn_tail_in_the_zero_filled_part_is_cut_off_and_kept() {
+        for torn in [
+            &b"{\"prevHash\":\"00\",\"seq\":4,\"ki"[..],
+            &b"\0\0\0{\"seq\":5}\n"[..],
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let seg = dir.path().join(segment_name(1));
+            let (mut log, _) = LogFile::open(dir.path(), 64 << 20).unwrap();
+            log.append(&mut events(3)).unwrap();
+            let len = log.len;
+            drop(log);
+            let f = OpenOptions::new().write(true).open(&seg).unwrap();
+            f.write_all_at(torn, len).unwrap();
+            assert!(
+                verify(dir.path(), &no_keys, &[]).is_err(),
+                "torn before repair"
+            );
+            let (mut log, recovery) = LogFile::open(dir.path(), 64 << 20).unwrap();
+            assert_eq!(recovery.torn_bytes, torn.len() as u64);
+            let kept = fs::read(recovery.torn_copy.unwrap()).unwrap();
+            assert_eq!(kept, torn);
+            log.append(&mut events(1)).unwrap();
+            assert_eq!(seqs(dir.path()), [1, 2, 3, 4]);
+            assert_eq!(verify(dir.path(), &no_keys, &[]).unwrap().records, 4);
+        }
+    }
+
     /// A line is exactly what serde writes for a [`Record`] (the format readers parse).
     #[test]
     fn lines_are_records_as_serde_writes_them() {
@@ -776,19 +1043,14 @@ impl LogCursor {
         cursor.segment = seg;
         let mut reader = BufReader::new(File::open(segment_path(dir, seg))?);
         let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
-            if n == 0 || !line.ends_with(b"\n") {
-                break;
-            }
-            let Ok(rec) = serde_json::from_slice::<Record>(&line[..n - 1]) else {
+        while next_line(&mut reader, &mut line)? {
+            let Ok(rec) = serde_json::from_slice::<Record>(&line) else {
                 break;
             };
             if rec.event.seq > after {
                 break;
             }
-            cursor.offset += n as u64;
+            cursor.offset += line.len() as u64 + 1;
         }
         Ok(cursor)
     }
@@ -839,12 +1101,11 @@ impl LogCursor {
         let mut reader = BufReader::new(file);
         let mut line = Vec::new();
         while out.len() < max {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
-            if n == 0 || !line.ends_with(b"\n") {
+            if !next_line(&mut reader, &mut line)? {
                 return Ok(());
             }
-            let body = &line[..n - 1];
+            let n = line.len() + 1;
+            let body = &line[..];
             let rec: Record = serde_json::from_slice(body).map_err(|e| {
                 io::Error::other(format!(
                     "{}: not an audit record at byte {}: {e}",

@@ -115,6 +115,9 @@ impl Writer {
             self.commit(&mut jobs, &mut closed);
         }
         self.checkpoint();
+        if let Err(e) = self.log.finish() {
+            tracing::error!(error = %e, "closing the audit log failed; its zero-filled tail stays and is cut at the next start");
+        }
     }
 
     fn commit(&mut self, jobs: &mut Vec<Job>, closed: &mut bool) {
