@@ -379,7 +379,15 @@ TABLE=$(
   r=$(ratio "${MRPS[actgate-nocache]}" "${MRPS[actgate]}"); echo "| cache-miss-only vs warm | ≥ 0.30 | $r | $(met "$r" ">=" 0.3) |"
   r=$(awk -v a="${MCPU[actgate]}" -v b="${MCPU[actgate-noaudit]}" 'BEGIN { printf "%.1f", a - b }'); echo "| audit cost (batched − off), CPU µs/request | ≤ 3 | $r | $(met "$r" "<=" 3) |"
   r=$(ratio "${MRPS[actgate-strict]}" "$NGINX_PEAK"); echo "| strict at $CONNS connections vs nginx | ≥ 0.30 | $r | $(met "$r" ">=" 0.3) |"
-  r=$(( ${P99[nginxhalfactgate]} - ${P99[nginxhalfdirect]} )); echo "| added p99 at half nginx's peak, audit batched | ≤ 200 µs | $r µs | $(met "$r" "<=" 200) |"
+  # A direct p99 in the tens of milliseconds (or an actgate p99 below it) means the load
+  # generator, sharing its core with the upstream, could not hold the rate: not a measurement.
+  r=$(( ${P99[nginxhalfactgate]} - ${P99[nginxhalfdirect]} ))
+  if [ "$r" -lt 0 ] || [ "${P99[nginxhalfdirect]}" -gt 10000 ]; then
+    echo "| added p99 at half nginx's peak, audit batched | ≤ 200 µs | not measurable: direct p99 ${P99[nginxhalfdirect]} µs (the load generator cannot hold the rate) | not measured |"
+  else
+    echo "| added p99 at half nginx's peak, audit batched | ≤ 200 µs | $r µs | $(met "$r" "<=" 200) |"
+  fi
+  r=$(( ${P99[actgatehalfactgate]} - ${P99[actgatehalfdirect]} )); echo "| (beside it) added p99 at half actgate's own peak | – | $r µs | – |"
   r=$((IDLE_RSS / 1024)); echo "| idle RSS | ≤ 30 MiB | $r MiB | $(met "$r" "<=" 30) |"
   r=$((HWM_64 / 1024)); echo "| peak RSS under $CONNS connections | ≤ 60 MiB | $r MiB | $(met "$r" "<=" 60) |"
   r=$(ratio "${MRPS[enforce]}" "${MRPS[enforce-noaudit]}"); echo "| /v1/enforce, audit batched vs off | ≥ 0.80 | $r | $(met "$r" ">=" 0.8) |"
