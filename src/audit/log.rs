@@ -47,6 +47,10 @@ pub const CHECKPOINTS: &str = "checkpoints.jsonl";
 /// size change (a journal commit) per this many bytes instead of one per commit.
 pub const ZERO_AHEAD: u64 = 1 << 20;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+/// Most records one commit appends (the writer's batch limit). Only the last commit can be
+/// torn by a crash — every earlier one was synced before the next began — so a torn tail
+/// holding a record numbered further than this past the last intact one is not a crash.
+pub const MAX_COMMIT_RECORDS: usize = 4096;
 
 /// One line of a segment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,6 +185,9 @@ pub struct LogFile {
     len: u64,
     /// The file's size: `len..zeroed` holds only NUL bytes.
     zeroed: u64,
+    /// After a failed commit that could not be undone: how far its bytes may reach, for the
+    /// next zero-filling to cover (0: nothing to scrub).
+    scrub_to: u64,
     max_len: u64,
     /// Sequence number of the last record (0 when empty).
     pub last_seq: u64,
@@ -245,6 +252,7 @@ impl LogFile {
                     segment: 1,
                     len: 0,
                     zeroed: 0,
+                    scrub_to: 0,
                     max_len,
                     last_seq: 0,
                     last_hash: GENESIS,
@@ -291,17 +299,44 @@ impl LogFile {
                 }
             }
         }
+        let (last_seq, last_hash) = match last_line {
+            Some(l) => l,
+            // An empty last segment: the head is the previous segment's last record.
+            None => match segs.len() {
+                1 => (0, GENESIS),
+                n => last_record(&segs[n - 2])?.unwrap_or((0, GENESIS)),
+            },
+        };
         // Past the records only NULs may follow; anything else is a torn tail (a line cut
         // short, or records the disk kept beyond a run of NULs the crash left unwritten).
         let torn_end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
         let mut zeroed = bytes.len() as u64;
         if good_end < torn_end {
             let torn = &bytes[good_end..torn_end];
+            // A crash tears only the last commit: a record in the tail from before the last
+            // intact one, or further past it than one commit holds, means the log was damaged
+            // (a NUL written into it) — refuse, never cut committed records away as a repair.
+            for piece in torn.split(|b| *b == b'\n' || *b == 0) {
+                if let Ok(rec) = serde_json::from_slice::<Record>(piece) {
+                    let seq = rec.event.seq;
+                    if seq <= last_seq || seq > last_seq + MAX_COMMIT_RECORDS as u64 {
+                        // Named by where the damage begins: the first line of the tail.
+                        return Err(LogError::Corrupt {
+                            path: last.clone(),
+                            line: bytes[..good_end].iter().filter(|b| **b == b'\n').count() + 1,
+                        });
+                    }
+                }
+            }
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
             let copy = last.with_extension(format!("jsonl.torn-{stamp}"));
-            fs::write(&copy, torn).map_err(io_at(&copy))?;
+            // The copy is on disk before the segment is cut.
+            File::create(&copy)
+                .and_then(|mut f| f.write_all(torn).and_then(|()| f.sync_all()))
+                .map_err(io_at(&copy))?;
+            sync_dir(dir)?;
             let f = OpenOptions::new()
                 .write(true)
                 .open(&last)
@@ -312,14 +347,6 @@ impl LogFile {
             recovery.torn_copy = Some(copy);
             zeroed = good_end as u64;
         }
-        let (last_seq, last_hash) = match last_line {
-            Some(l) => l,
-            // An empty last segment: the head is the previous segment's last record.
-            None => match segs.len() {
-                1 => (0, GENESIS),
-                n => last_record(&segs[n - 2])?.unwrap_or((0, GENESIS)),
-            },
-        };
         let file = open_segment(&last)?;
         let segment = first_seq(&last).ok_or_else(|| LogError::Corrupt {
             path: last.clone(),
@@ -332,6 +359,7 @@ impl LogFile {
                 segment,
                 len: good_end as u64,
                 zeroed,
+                scrub_to: 0,
                 max_len,
                 last_seq,
                 last_hash,
@@ -380,7 +408,7 @@ impl LogFile {
             self.file.sync_data()
         });
         if let Err(source) = result {
-            self.roll_back(zeroed_before);
+            self.roll_back(zeroed_before, end);
             return Err(LogError::Io {
                 path: self.dir.clone(),
                 source,
@@ -399,7 +427,9 @@ impl LogFile {
             return Ok(());
         }
         self.zeroed = end;
-        let target = (end + ZERO_AHEAD).min(self.max_len.max(end));
+        let target = (end + ZERO_AHEAD)
+            .min(self.max_len.max(end))
+            .max(std::mem::take(&mut self.scrub_to));
         while self.zeroed < target {
             let n = (target - self.zeroed).min(ZEROS.len() as u64) as usize;
             self.file.write_all_at(&ZEROS[..n], self.zeroed)?;
@@ -411,7 +441,7 @@ impl LogFile {
     /// Undoes a failed commit: what it wrote is zeroed again and the file keeps the size it
     /// had (so a full disk does not get back the space the zero-filled part holds, only to
     /// lose it again at the next commit). If even that fails, the file is cut to its records.
-    fn roll_back(&mut self, zeroed_before: u64) {
+    fn roll_back(&mut self, zeroed_before: u64, failed_end: u64) {
         let keep = zeroed_before.max(self.len);
         let mut restored = self.file.set_len(keep);
         let mut at = self.len;
@@ -424,7 +454,13 @@ impl LogFile {
         if restored.is_err() {
             let _ = self.file.set_len(self.len);
             self.zeroed = self.len;
+            // If even the cut failed, the failed commit's bytes may still be there: the next
+            // zero-filling covers them.
+            self.scrub_to = self.scrub_to.max(failed_end);
         }
+        // What was undone is on disk as undone, so a crash now cannot bring the failed
+        // commit's records back.
+        let _ = self.file.sync_data();
     }
 
     /// Cuts the segment back to its records (dropping the zero-filled part) and syncs it.
@@ -593,7 +629,16 @@ pub fn read_with_positions(
         let file = File::open(seg)?;
         let mut offset = 0u64;
         let (mut reader, mut line) = (BufReader::new(file), Vec::new());
-        while next_line(&mut reader, &mut line)? {
+        let last = i + 1 == segs.len();
+        loop {
+            if !next_line(&mut reader, &mut line)? {
+                // A NUL (or an incomplete line) anywhere but in the segment being written
+                // ends the log here, as a line that is not a record does: no gap is skipped.
+                if !last && (!line.is_empty() || !reader.fill_buf()?.is_empty()) {
+                    return Ok(());
+                }
+                break;
+            }
             let Ok(rec) = serde_json::from_slice::<Record>(&line) else {
                 return Ok(());
             };
@@ -652,6 +697,66 @@ impl std::fmt::Display for Broken {
     }
 }
 
+struct SegmentProblem {
+    broken: Broken,
+    /// An end that a commit in progress can show for a moment.
+    torn: bool,
+}
+
+/// A segment's bytes up to its records' end, refused when anything but NULs follows that end
+/// or when its last line is incomplete.
+fn read_segment_checked(
+    seg: &Path,
+    last: bool,
+    expected_seq: u64,
+) -> Result<Vec<u8>, SegmentProblem> {
+    let mut bytes = Vec::new();
+    File::open(seg)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| SegmentProblem {
+            broken: Broken {
+                file: seg.to_path_buf(),
+                line: None,
+                seq: None,
+                what: e.to_string(),
+            },
+            torn: false,
+        })?;
+    // The records end at the first NUL; past it only the zero-filled part of the segment
+    // being written may follow.
+    let end = data_end(&bytes);
+    if bytes[end..].iter().any(|b| *b != 0) {
+        return Err(SegmentProblem {
+            broken: Broken {
+                file: seg.to_path_buf(),
+                line: Some(bytes[..end].split(|b| *b == b'\n').count()),
+                seq: Some(expected_seq),
+                what: if last {
+                    "bytes after a run of NULs: a torn tail (actgate repairs it when it next \
+                     opens the log) or records hidden past the end"
+                        .into()
+                } else {
+                    "bytes after a run of NULs in a closed segment: the log was altered".into()
+                },
+            },
+            torn: last,
+        });
+    }
+    bytes.truncate(end);
+    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        return Err(SegmentProblem {
+            broken: Broken {
+                file: seg.to_path_buf(),
+                line: Some(bytes.split(|b| *b == b'\n').count()),
+                seq: Some(expected_seq),
+                what: "the last line is incomplete (torn write or truncation)".into(),
+            },
+            torn: last,
+        });
+    }
+    Ok(bytes)
+}
+
 /// Walks every segment checking the chain, then every checkpoint (the log's own and
 /// `extra`, e.g. an exported one) against the log and the public keys (`kid → key`).
 pub fn verify(
@@ -691,37 +796,21 @@ pub fn verify(
     let wanted: std::collections::HashSet<u64> = want_checkpoints.iter().map(|c| c.seq).collect();
     for (i, seg) in segs.iter().enumerate() {
         let first = first_seq(seg);
-        let mut bytes = Vec::new();
-        File::open(seg)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| Broken {
-                file: seg.clone(),
-                line: None,
-                seq: None,
-                what: e.to_string(),
-            })?;
-        // The records end at the first NUL; past it only the zero-filled part of the segment
-        // being written may follow.
-        let end = data_end(&bytes);
-        if bytes[end..].iter().any(|b| *b != 0) {
-            return Err(Broken {
-                file: seg.clone(),
-                line: Some(bytes[..end].split(|b| *b == b'\n').count()),
-                seq: Some(expected_seq),
-                what: "bytes after a run of NULs: a torn tail (open the log with actgate to \
-                       repair it) or records hidden past the end"
-                    .into(),
-            });
-        }
-        bytes.truncate(end);
-        if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-            return Err(Broken {
-                file: seg.clone(),
-                line: Some(bytes.split(|b| *b == b'\n').count()),
-                seq: Some(expected_seq),
-                what: "the last line is incomplete (torn write or truncation)".into(),
-            });
-        }
+        let last = i + 1 == segs.len();
+        // The segment being written may be mid-commit while it is read (its zero-filled part
+        // overwritten between two reads of one pass): what looks torn there is read again
+        // before it is reported.
+        let mut tries = if last { 5 } else { 1 };
+        let bytes = loop {
+            tries -= 1;
+            match read_segment_checked(seg, last, expected_seq) {
+                Err(broken) if broken.torn && tries > 0 => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(broken) => return Err(broken.broken),
+                Ok(bytes) => break bytes,
+            }
+        };
         if first != Some(expected_seq) && !(bytes.is_empty() && i == segs.len() - 1) {
             return Err(Broken {
                 file: seg.clone(),
@@ -970,6 +1059,70 @@ mod tests {
             assert_eq!(seqs(dir.path()), [1, 2, 3, 4]);
             assert_eq!(verify(dir.path(), &no_keys, &[]).unwrap().records, 4);
         }
+    }
+
+    /// A NUL written into committed records is damage, not a crash: the start refuses,
+    /// naming the line, instead of cutting the records after it away as a torn tail. Only
+    /// within the last commit's reach (a crash's) is it repaired — copied aside first.
+    #[test]
+    fn a_nul_among_committed_records_refuses_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = dir.path().join(segment_name(1));
+        let (mut log, _) = LogFile::open(dir.path(), 64 << 20).unwrap();
+        for _ in 0..6 {
+            log.append(&mut events(1000)).unwrap();
+        }
+        drop(log);
+        let bytes = fs::read(&seg).unwrap();
+        let line_start = |n: usize| {
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .nth(n - 2)
+                .unwrap()
+                .0
+                + 1
+        };
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(b"\0", line_start(10) as u64).unwrap();
+        match LogFile::open(dir.path(), 64 << 20) {
+            Err(LogError::Corrupt { line, .. }) => assert_eq!(line, 10),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened a log with 5,990 records hidden behind a NUL"),
+        }
+        assert_eq!(
+            fs::read(&seg).unwrap().len(),
+            bytes.len(),
+            "nothing was cut"
+        );
+        // The same NUL within the last commit's reach is what a crash leaves: repaired.
+        f.write_all_at(
+            &bytes[line_start(10)..line_start(10) + 1],
+            line_start(10) as u64,
+        )
+        .unwrap();
+        f.write_all_at(b"\0", line_start(5990) as u64).unwrap();
+        let (_, recovery) = LogFile::open(dir.path(), 64 << 20).unwrap();
+        assert!(recovery.torn_copy.is_some());
+        assert_eq!(seqs(dir.path()).len(), 5989);
+    }
+
+    /// A NUL inside a closed segment ends what readers read there: no gap is skipped over.
+    #[test]
+    fn readers_stop_at_a_nul_in_a_closed_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogFile::open(dir.path(), 8192).unwrap();
+        for _ in 0..20 {
+            log.append(&mut events(3)).unwrap();
+        }
+        log.finish().unwrap();
+        let first = &segments(dir.path()).unwrap()[0];
+        let f = OpenOptions::new().write(true).open(first).unwrap();
+        f.write_all_at(b"\0", 0).unwrap();
+        assert_eq!(seqs(dir.path()), Vec::<u64>::new());
+        let broken = verify(dir.path(), &no_keys, &[]).unwrap_err();
+        assert!(broken.what.contains("closed segment"), "{broken}");
     }
 
     /// A line is exactly what serde writes for a [`Record`] (the format readers parse).

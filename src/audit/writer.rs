@@ -25,7 +25,7 @@ use super::{AuditError, AuditEvent, AuditSink, AuditStats, Job, channel};
 use crate::config::{AuditSettings, Durability};
 
 /// Most records committed together.
-const MAX_BATCH: usize = 4096;
+const MAX_BATCH: usize = super::log::MAX_COMMIT_RECORDS;
 
 /// The key checkpoints are signed with.
 pub struct Signer {
