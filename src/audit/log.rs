@@ -902,19 +902,8 @@ mod tests {
         let (mut log, _) = LogFile::open(dir.path(), 600).unwrap();
         let mut cursor = LogCursor::after(dir.path(), 0).unwrap();
         let mut seen = Vec::new();
-        let event = |i: u64| {
-            AuditEvent::refusal(
-                format!("aud_{i}"),
-                super::super::Source::Proxy,
-                "t",
-                "req",
-                "no_route",
-                "m".into(),
-            )
-        };
         for round in 0..40u64 {
-            let mut batch: Vec<AuditEvent> = (0..(round % 4 + 1)).map(event).collect();
-            log.append(&mut batch).unwrap();
+            log.append(&mut events(round % 4 + 1)).unwrap();
             for (rec, line) in cursor.read((round % 3 + 1) as usize).unwrap() {
                 assert_eq!(line_hash(&line).len(), 32);
                 seen.push(rec.event.seq);
