@@ -37,7 +37,7 @@ start() { # bin[@audit-mode] port dir -> prints pid; writes dir/token
 }
 
 run() { # label url pid token -> "rps cpu_us writer_us"
-  local before after out rps wbefore wafter
+  local before after out rps wbefore wafter w
   if [[ -n ${WRITER_CPU:-} && $1 != nginx ]]; then w=$(writer_tid "$3"); [ -n "$w" ] && taskset -pc "$WRITER_CPU" "$w" >/dev/null; fi
   before=$(ticks "$3"); wbefore=$(writer_ticks "$3")
   out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" ${4:+-H "Authorization: Bearer $4"} "$2")

@@ -825,13 +825,19 @@ mod tests {
             .collect()
     }
 
+    /// A log under `data/audit` and its index, both empty.
+    fn log_and_index(data: &Path, max_len: u64) -> (PathBuf, LogFile, AuditIndex) {
+        let log_dir = data.join("audit");
+        let (log, _) = LogFile::open(&log_dir, max_len).unwrap();
+        let index = AuditIndex::open(data, &log_dir).unwrap();
+        (log_dir, log, index)
+    }
+
     #[test]
     fn every_filter_answers_what_a_full_scan_answers_across_chunks_and_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
-        let log_dir = data.join("audit");
-        let (mut log, _) = LogFile::open(&log_dir, 1 << 20).unwrap();
-        let index = AuditIndex::open(data, &log_dir).unwrap();
+        let (log_dir, mut log, index) = log_and_index(data, 1 << 20);
         let mut rng = Rng(7);
         let mut all = Vec::new();
         let total = CHUNK as u64 * 2 + 1234;
@@ -909,9 +915,7 @@ mod tests {
     fn a_torn_column_is_cut_back_and_the_log_replays_into_it() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
-        let log_dir = data.join("audit");
-        let (mut log, _) = LogFile::open(&log_dir, 1 << 20).unwrap();
-        let index = AuditIndex::open(data, &log_dir).unwrap();
+        let (log_dir, mut log, index) = log_and_index(data, 1 << 20);
         let mut rng = Rng(1);
         let mut batch: Vec<AuditEvent> = (0..100).map(|k| event(&mut rng, k)).collect();
         let pos = log.append(&mut batch).unwrap();
@@ -973,9 +977,7 @@ mod tests {
     fn a_strict_outcome_folds_into_its_decision_and_is_not_listed() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
-        let log_dir = data.join("audit");
-        let (mut log, _) = LogFile::open(&log_dir, 1 << 20).unwrap();
-        let index = AuditIndex::open(data, &log_dir).unwrap();
+        let (_, mut log, index) = log_and_index(data, 1 << 20);
         let mut decision = AuditEvent::refusal(
             "aud_d".into(),
             Source::Proxy,
@@ -1010,9 +1012,7 @@ mod tests {
     fn strict_outcomes_of_a_batch_fold_as_one_range_and_old_ones_one_by_one() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
-        let log_dir = data.join("audit");
-        let (mut log, _) = LogFile::open(&log_dir, 64 << 20).unwrap();
-        let index = AuditIndex::open(data, &log_dir).unwrap();
+        let (log_dir, mut log, index) = log_and_index(data, 64 << 20);
         let decision = |i: usize| {
             let mut d = AuditEvent::refusal(
                 format!("aud_d{i}"),

@@ -430,12 +430,7 @@ impl LogFile {
         let target = (end + ZERO_AHEAD)
             .min(self.max_len.max(end))
             .max(std::mem::take(&mut self.scrub_to));
-        while self.zeroed < target {
-            let n = (target - self.zeroed).min(ZEROS.len() as u64) as usize;
-            self.file.write_all_at(&ZEROS[..n], self.zeroed)?;
-            self.zeroed += n as u64;
-        }
-        Ok(())
+        fill_zeros(&self.file, &mut self.zeroed, target)
     }
 
     /// Undoes a failed commit: what it wrote is zeroed again and the file keeps the size it
@@ -443,13 +438,11 @@ impl LogFile {
     /// lose it again at the next commit). If even that fails, the file is cut to its records.
     fn roll_back(&mut self, zeroed_before: u64, failed_end: u64) {
         let keep = zeroed_before.max(self.len);
-        let mut restored = self.file.set_len(keep);
         let mut at = self.len;
-        while restored.is_ok() && at < keep {
-            let n = (keep - at).min(ZEROS.len() as u64) as usize;
-            restored = self.file.write_all_at(&ZEROS[..n], at);
-            at += n as u64;
-        }
+        let restored = self
+            .file
+            .set_len(keep)
+            .and_then(|()| fill_zeros(&self.file, &mut at, keep));
         self.zeroed = keep;
         if restored.is_err() {
             let _ = self.file.set_len(self.len);
@@ -541,6 +534,17 @@ fn open_segment(path: &Path) -> Result<File, LogError> {
         .mode(0o600)
         .open(path)
         .map_err(io_at(path))
+}
+
+/// Writes zeros from `*at` up to `to`, moving `*at` past each chunk written (so after an
+/// error it says how far the zeros reach).
+fn fill_zeros(file: &File, at: &mut u64, to: u64) -> io::Result<()> {
+    while *at < to {
+        let n = (to - *at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], *at)?;
+        *at += n as u64;
+    }
+    Ok(())
 }
 
 /// Where a segment's records end: at its first NUL byte, where the zero-filled part begins.
@@ -939,6 +943,15 @@ mod tests {
             .collect()
     }
 
+    /// A log in 8 KiB segments holding `rounds` commits of three records each.
+    fn small_segments(dir: &Path, rounds: usize) -> LogFile {
+        let (mut log, _) = LogFile::open(dir, 8192).unwrap();
+        for _ in 0..rounds {
+            log.append(&mut events(3)).unwrap();
+        }
+        log
+    }
+
     fn seqs(dir: &Path) -> Vec<u64> {
         let mut out = Vec::new();
         read_from(dir, 0, |r| out.push(r.event.seq)).unwrap();
@@ -999,10 +1012,7 @@ mod tests {
     #[test]
     fn a_rotated_segment_is_plain_json_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = LogFile::open(dir.path(), 8192).unwrap();
-        for _ in 0..40 {
-            log.append(&mut events(3)).unwrap();
-        }
+        let _log = small_segments(dir.path(), 40);
         let segs = segments(dir.path()).unwrap();
         assert!(segs.len() > 3, "it rotated");
         for seg in &segs[..segs.len() - 1] {
@@ -1101,11 +1111,7 @@ mod tests {
     #[test]
     fn readers_stop_at_a_nul_in_a_closed_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = LogFile::open(dir.path(), 8192).unwrap();
-        for _ in 0..20 {
-            log.append(&mut events(3)).unwrap();
-        }
-        log.finish().unwrap();
+        small_segments(dir.path(), 20).finish().unwrap();
         let first = &segments(dir.path()).unwrap()[0];
         let f = OpenOptions::new().write(true).open(first).unwrap();
         f.write_all_at(b"\0", 0).unwrap();
