@@ -22,6 +22,7 @@ EXTRA=${EXTRA:-}
 WORK=$(mktemp -d)
 PIDS=()
 . benches/lib.sh
+need_tools nginx wrk
 trap cleanup EXIT
 start_upstream
 start_nginx_proxy

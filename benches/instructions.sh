@@ -2,19 +2,19 @@
 # User-space instructions per proxied request, counted by callgrind: deterministic (two runs
 # agree within 0.1%), so an A/B of a small change is readable on this noisy shared machine
 # where CPU time per request moves by ±2 µs between runs. Kernel work is not counted (use
-# benches/ab.sh or benches/stack-floor.sh for time). Installs valgrind (Debian) if missing.
+# benches/ab.sh or benches/stack-floor.sh for time). Installs valgrind, nginx (Debian) and oha (crates.io) if missing.
 #
 #   benches/instructions.sh target/release/actgate [OTHER_BIN...]     # audit off
 #   AUDIT=batched benches/instructions.sh target/release/actgate
 #   KEEP=/tmp/cg.out AUDIT=batched benches/instructions.sh BIN   # keep the profile for callgrind_annotate
 #   MODE=owned benches/instructions.sh target/release/examples/bare-proxy
 set -euo pipefail
-command -v valgrind >/dev/null || sudo -n apt-get install -y -q valgrind >/dev/null 2>&1 || apt-get install -y -q valgrind >/dev/null
 N=${N:-3000}
 cd "$(dirname "$0")/.."
 WORK=$(mktemp -d)
 PIDS=()
 . benches/lib.sh
+need_tools nginx oha valgrind
 trap cleanup EXIT
 start_upstream
 W=$WORK

@@ -4,6 +4,27 @@
 # upstream, and their cleanup. Expects WORK (a temporary directory) and PIDS (an array of
 # process ids to stop) to be set.
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Installs what a bench runs and is missing, on a fresh machine: nginx, wrk, njs and valgrind
+# from Debian, oha from crates.io (a cargo build: not while another bench is running).
+need_tools() { # nginx wrk oha njs valgrind ...
+  local sudo="" debs=() t
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  for t in "$@"; do
+    case $t in
+      njs) [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || debs+=(libnginx-mod-http-js) ;;
+      oha) command -v oha >/dev/null || { echo "== installing oha (crates.io)" >&2; cargo install oha --locked --quiet; } ;;
+      *) command -v "$t" >/dev/null || debs+=("$t") ;;
+    esac
+  done
+  if [ ${#debs[@]} -gt 0 ]; then
+    echo "== installing ${debs[*]} (Debian)" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
+  fi
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
 UP=127.0.0.1:18101
 NGX=127.0.0.1:18102
 

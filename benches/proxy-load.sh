@@ -34,19 +34,8 @@ CONNS=${CONNS:-64}
 PROXY_CPU=${PROXY_CPU:-0}
 OTHER_CPU=${OTHER_CPU:-1}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-if ! need nginx || ! need wrk; then
-  echo "== installing nginx and wrk (Debian)"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nginx wrk >/dev/null
-fi
-export PATH="$HOME/.cargo/bin:$PATH"
-if ! need oha; then
-  echo "== installing oha (crates.io)"
-  cargo install oha --locked --quiet
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+. benches/lib.sh   # need_tools; the definitions below are this harness's own
+need_tools nginx wrk oha njs
 
 echo "== building actgate (release)"
 cargo build --release --quiet
@@ -91,11 +80,6 @@ EOF
 }
 
 NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
-if [ ! -f "$NJS_MODULE" ]; then
-  echo "== installing njs (Debian libnginx-mod-http-js)"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libnginx-mod-http-js >/dev/null
-fi
 
 echo "== starting upstream (nginx, core $OTHER_CPU) and nginx proxy (core $PROXY_CPU)"
 nginx_conf "$WORK/up" "$UP" 'location / { default_type application/json; return 200 "{\"id\":42,\"name\":\"Ada\"}"; }'

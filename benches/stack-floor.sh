@@ -18,6 +18,7 @@ BARE=target/release/examples/bare-proxy
 WORK=$(mktemp -d)
 PIDS=()
 . benches/lib.sh
+need_tools nginx wrk
 trap cleanup EXIT
 start_upstream
 start_nginx_proxy
