@@ -7,6 +7,7 @@
 #   benches/instructions.sh target/release/actgate [OTHER_BIN...]     # audit off
 #   AUDIT=batched benches/instructions.sh target/release/actgate
 #   KEEP=/tmp/cg.out AUDIT=batched benches/instructions.sh BIN   # keep the profile for callgrind_annotate
+#   EXTRA="tokens: { cacheCapacity: 0 }" benches/instructions.sh BIN   # appended to the config
 #   MODE=owned benches/instructions.sh target/release/examples/bare-proxy
 set -euo pipefail
 N=${N:-3000}
@@ -38,6 +39,7 @@ routes:
   - { name: get-customer, method: GET, path: "/crm/customers/{id}", upstream: crm, action: read, resource: "api://crm/customers/{id}", rows: { fixed: 1 } }
 policies:
   - { name: read, actions: [read], resources: ["api://crm/customers/*"], effect: allow, constraints: { maxRows: 100 } }
+${EXTRA:-}
 Y
     rm -rf "$W/a/data"
     ACTGATE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$W/cg.out" "$bin" serve --config "$W/a/c.yaml" >"$W/a/log" 2>"$W/vg.log" &

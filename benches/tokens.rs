@@ -1,6 +1,7 @@
 //! Token verification: a cache hit, a cache miss (signature verification and claims parsing
 //! through pasetors, plus the cache insert), and — measured in the same run — one bare
-//! Ed25519 verification of a message of the same length, the floor a miss cannot beat.
+//! Ed25519 verification of a message of the same length, the floor a miss cannot beat, and
+//! ring's verification of the same message (what another verifier would buy).
 //!
 //! ```text
 //! cargo bench --bench tokens
@@ -80,6 +81,10 @@ fn bench(c: &mut Criterion) {
         black_box(uncached.authenticate_blocking(black_box(&fresh)).unwrap());
     });
     let floor = time(20_000, &mut || pk.verify(black_box(&msg), &sig).unwrap());
+    let ring_pk = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, pk.as_ref());
+    let ring = time(20_000, &mut || {
+        ring_pk.verify(black_box(&msg), sig.as_ref()).unwrap();
+    });
     println!();
     println!("| path | ns | target |");
     println!("|---|---:|---|");
@@ -90,6 +95,10 @@ fn bench(c: &mut Criterion) {
     );
     println!("| bare Ed25519 verify | {floor:.0} | |");
     println!("| miss / bare | {:.2}× | ≤ 1.5× |", miss / floor);
+    println!(
+        "| ring's Ed25519 verify, same message (for comparison) | {ring:.0} | bare / ring {:.2}× |",
+        floor / ring
+    );
 }
 
 criterion_group! {
