@@ -22,8 +22,8 @@ EXTRA=${EXTRA:-}
 WORK=$(mktemp -d)
 PIDS=()
 . benches/lib.sh
-need_tools nginx wrk
 trap cleanup EXIT
+need_tools nginx wrk
 start_upstream
 start_nginx_proxy
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }

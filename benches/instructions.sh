@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 WORK=$(mktemp -d)
 PIDS=()
 . benches/lib.sh
-need_tools nginx oha valgrind
 trap cleanup EXIT
+need_tools nginx oha valgrind
 start_upstream
 W=$WORK
 for bin in "$@"; do

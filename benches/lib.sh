@@ -10,9 +10,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # from Debian, oha from crates.io (a cargo build: not while another bench is running).
 need_tools() { # nginx wrk oha njs valgrind ...
   local sudo="" debs=() t
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
   for t in "$@"; do
     case $t in
+      nginx) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || debs+=(nginx) ;;
       njs) [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || debs+=(libnginx-mod-http-js) ;;
       oha) command -v oha >/dev/null || { echo "== installing oha (crates.io)" >&2; cargo install oha --locked --quiet; } ;;
       *) command -v "$t" >/dev/null || debs+=("$t") ;;
@@ -21,7 +22,7 @@ need_tools() { # nginx wrk oha njs valgrind ...
   if [ ${#debs[@]} -gt 0 ]; then
     echo "== installing ${debs[*]} (Debian)" >&2
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
   fi
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }

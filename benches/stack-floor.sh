@@ -18,8 +18,8 @@ BARE=target/release/examples/bare-proxy
 WORK=$(mktemp -d)
 PIDS=()
 . benches/lib.sh
-need_tools nginx wrk
 trap cleanup EXIT
+need_tools nginx wrk
 start_upstream
 start_nginx_proxy
 HZ=$(getconf CLK_TCK)
