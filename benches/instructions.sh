@@ -2,7 +2,8 @@
 # User-space instructions per proxied request, counted by callgrind: deterministic (two runs
 # agree within 0.1%), so an A/B of a small change is readable on this noisy shared machine
 # where CPU time per request moves by ±2 µs between runs. Kernel work is not counted (use
-# benches/ab.sh or benches/stack-floor.sh for time). Installs valgrind, nginx (Debian) and oha (crates.io) if missing.
+# benches/ab.sh or benches/stack-floor.sh for time). Installs valgrind, nginx (Debian) and oha
+# (crates.io) if missing.
 #
 #   benches/instructions.sh target/release/actgate [OTHER_BIN...]     # audit off
 #   AUDIT=batched benches/instructions.sh target/release/actgate

@@ -4,6 +4,7 @@
 # upstream, and their cleanup. Expects WORK (a temporary directory) and PIDS (an array of
 # process ids to stop) to be set.
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # Installs what a bench runs and is missing, on a fresh machine: nginx, wrk, njs and valgrind
@@ -14,7 +15,7 @@ need_tools() { # nginx wrk oha njs valgrind ...
   for t in "$@"; do
     case $t in
       nginx) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || debs+=(nginx) ;;
-      njs) [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || debs+=(libnginx-mod-http-js) ;;
+      njs) [ -f "$NJS_MODULE" ] || debs+=(libnginx-mod-http-js) ;;
       oha) command -v oha >/dev/null || { echo "== installing oha (crates.io)" >&2; cargo install oha --locked --quiet; } ;;
       *) command -v "$t" >/dev/null || debs+=("$t") ;;
     esac

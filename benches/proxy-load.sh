@@ -34,7 +34,7 @@ CONNS=${CONNS:-64}
 PROXY_CPU=${PROXY_CPU:-0}
 OTHER_CPU=${OTHER_CPU:-1}
 
-. benches/lib.sh   # need_tools; the definitions below are this harness's own
+. benches/lib.sh   # need_tools, NJS_MODULE; the other definitions below are this harness's own
 need_tools nginx wrk oha njs
 
 echo "== building actgate (release)"
@@ -78,8 +78,6 @@ http {
 }
 EOF
 }
-
-NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
 
 echo "== starting upstream (nginx, core $OTHER_CPU) and nginx proxy (core $PROXY_CPU)"
 nginx_conf "$WORK/up" "$UP" 'location / { default_type application/json; return 200 "{\"id\":42,\"name\":\"Ada\"}"; }'
