@@ -87,7 +87,34 @@ pub struct KeyInfo {
 pub struct KeySet {
     /// The key new tokens are signed with; `None` for a verify-only set.
     pub signing: Option<SigningKey>,
-    verifying: AHashMap<String, AsymmetricPublicKey<V4>>,
+    verifying: AHashMap<String, TrustedKey>,
+}
+
+/// A public key tokens are verified with: as pasetors holds it (its bytes are what is
+/// published and what the kid hashes), and decoded once as a curve point for
+/// [`super::signature::verify`].
+#[derive(Clone)]
+pub struct TrustedKey {
+    /// The key.
+    pub public: AsymmetricPublicKey<V4>,
+    /// The decoded point; `None` when the 32 bytes are not a point, and then the key
+    /// verifies nothing (as under pasetors).
+    point: Option<ed25519_dalek::VerifyingKey>,
+}
+
+impl TrustedKey {
+    /// Decodes `public`.
+    pub fn new(public: AsymmetricPublicKey<V4>) -> TrustedKey {
+        let point = <&[u8; 32]>::try_from(public.as_bytes())
+            .ok()
+            .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(b).ok());
+        TrustedKey { public, point }
+    }
+
+    /// The decoded point, if the key is one.
+    pub(super) fn point(&self) -> Option<&ed25519_dalek::VerifyingKey> {
+        self.point.as_ref()
+    }
 }
 
 impl std::fmt::Debug for KeySet {
@@ -188,7 +215,7 @@ impl KeySet {
         let pair = AsymmetricKeyPair::<V4>::generate().expect("key generation");
         let kid = key_id(&pair.public);
         let mut verifying = AHashMap::new();
-        verifying.insert(kid.clone(), pair.public.clone());
+        verifying.insert(kid.clone(), TrustedKey::new(pair.public.clone()));
         KeySet {
             signing: Some(SigningKey {
                 kid,
@@ -224,7 +251,7 @@ impl KeySet {
         let mut verifying = AHashMap::new();
         for (kid, public) in read_publics(dir)? {
             if !dir.join(format!("{kid}.retired")).exists() {
-                verifying.insert(kid, public);
+                verifying.insert(kid, TrustedKey::new(public));
             }
         }
         if dir.join(format!("{kid}.retired")).exists() {
@@ -247,7 +274,7 @@ impl KeySet {
         if key_id(&public) != kid {
             return Err(corrupt(&secret_path));
         }
-        verifying.insert(kid.clone(), public.clone());
+        verifying.insert(kid.clone(), TrustedKey::new(public.clone()));
         Ok(KeySet {
             signing: Some(SigningKey {
                 kid,
@@ -369,7 +396,7 @@ impl KeySet {
     }
 
     /// The public key for `kid`, if it is trusted.
-    pub fn verifying_key(&self, kid: &str) -> Option<&AsymmetricPublicKey<V4>> {
+    pub fn verifying_key(&self, kid: &str) -> Option<&TrustedKey> {
         self.verifying.get(kid)
     }
 
@@ -383,7 +410,7 @@ impl KeySet {
             .map(|(kid, k)| {
                 (
                     kid.clone(),
-                    base64::engine::general_purpose::STANDARD.encode(k.as_bytes()),
+                    base64::engine::general_purpose::STANDARD.encode(k.public.as_bytes()),
                 )
             })
             .collect();
@@ -576,7 +603,7 @@ impl Exported {
             if k.info.state == KeyState::Retired {
                 continue;
             }
-            verifying.insert(k.info.kid.clone(), k.public.clone());
+            verifying.insert(k.info.kid.clone(), TrustedKey::new(k.public.clone()));
             if let Some(secret) = k.secret {
                 signing = Some(SigningKey {
                     kid: k.info.kid,
