@@ -95,8 +95,8 @@ pub struct KeySet {
 /// [`super::signature::verify`].
 #[derive(Clone)]
 pub struct TrustedKey {
-    /// The key.
-    pub public: AsymmetricPublicKey<V4>,
+    /// The key (private: it and `point` are one key, set together by [`TrustedKey::new`]).
+    public: AsymmetricPublicKey<V4>,
     /// The decoded point; `None` when the 32 bytes are not a point, and then the key
     /// verifies nothing (as under pasetors).
     point: Option<ed25519_dalek::VerifyingKey>,

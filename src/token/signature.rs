@@ -75,9 +75,9 @@ mod tests {
         token: &str,
         implicit: &[u8],
     ) -> (Option<String>, Option<String>) {
-        let Ok(untrusted) = UntrustedToken::<Public, V4>::try_from(token) else {
-            return (None, None);
-        };
+        // Every token these tests build parses: an answer of (None, None) must come from the
+        // verifiers, not from a token neither of them saw.
+        let untrusted = UntrustedToken::<Public, V4>::try_from(token).expect("the token parses");
         let ours = verify(&dalek(public), &untrusted, implicit).map(str::to_string);
         let theirs = PublicToken::verify(public, &untrusted, None, Some(implicit))
             .ok()
@@ -179,7 +179,7 @@ mod tests {
         let mut checked = 0;
         let message_len = payload.len() + SIG_LEN;
         for at in 0..message_len + footer.len() {
-            for bit in [0u8, 3, 7] {
+            for bit in 0u8..8 {
                 let bad = altered(&token, |m, f| {
                     if at < message_len {
                         m[at] ^= 1 << bit;
@@ -193,7 +193,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 3 * (message_len + footer.len()));
+        assert_eq!(checked, 8 * (message_len + footer.len()));
 
         // Cut or grown: the signature is always the message's last 64 bytes.
         for bad in [
