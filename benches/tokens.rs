@@ -62,8 +62,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| uncached.authenticate_blocking(black_box(&fresh)).unwrap())
     });
     let (pk, msg, sig) = bare();
-    g.bench_function("bare_ed25519_compact_verify", |b| {
-        b.iter(|| pk.verify(black_box(&msg), &sig).unwrap())
+    let dalek_pk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
+    let dalek_sig = ed25519_dalek::Signature::from_bytes(&sig);
+    // The floor a miss cannot beat: the verification a miss runs.
+    g.bench_function("bare_ed25519_dalek_verify", |b| {
+        b.iter(|| dalek_pk.verify_strict(black_box(&msg), &dalek_sig).unwrap())
     });
     g.finish();
 
@@ -81,8 +84,6 @@ fn bench(c: &mut Criterion) {
     let miss = time(20_000, &mut || {
         black_box(uncached.authenticate_blocking(black_box(&fresh)).unwrap());
     });
-    let dalek_pk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
-    let dalek_sig = ed25519_dalek::Signature::from_bytes(&sig);
     let floor = time(20_000, &mut || {
         dalek_pk.verify_strict(black_box(&msg), &dalek_sig).unwrap()
     });
