@@ -223,7 +223,7 @@ impl Gateway {
             }),
             writes: tokio::sync::Mutex::new(()),
             // Versions keep increasing across restarts: start from the clock (ms).
-            version: AtomicU64::new(crate::audit::now_stamp().1.max(0) as u64),
+            version: AtomicU64::new(crate::audit::now_ms().max(0) as u64),
         });
         gw.ensure_first_key(&data).await?;
         gw.refresh(Refresh::Policies)

@@ -25,6 +25,7 @@
 //! ([`AuditIndex::catch_up`]). A failed write cuts the columns back and marks the index
 //! behind; the writer replays from the log before its next batch.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::hash::Hasher;
@@ -359,18 +360,22 @@ impl AuditIndex {
 
     /// Appends a committed batch: `events[i]` was written at `positions[i]`. Their seqs must
     /// follow the index's head (else the index is behind and must [`AuditIndex::catch_up`]).
-    pub fn append(&self, events: &[AuditEvent], positions: &[LinePos]) -> io::Result<()> {
+    pub fn append<E: Borrow<AuditEvent>>(
+        &self,
+        events: &[E],
+        positions: &[LinePos],
+    ) -> io::Result<()> {
         let mut app = self.appender.lock().unwrap_or_else(|e| e.into_inner());
         self.append_locked(&mut app, events, positions)
     }
 
-    fn append_locked(
+    fn append_locked<E: Borrow<AuditEvent>>(
         &self,
         app: &mut Appender,
-        events: &[AuditEvent],
+        events: &[E],
         positions: &[LinePos],
     ) -> io::Result<()> {
-        let Some(first) = events.first() else {
+        let Some(first) = events.first().map(Borrow::borrow) else {
             return Ok(());
         };
         let len = self.len.load(Ordering::Acquire);
@@ -409,6 +414,7 @@ impl AuditIndex {
         let mut mirrored: Vec<(u16, u32)> = Vec::new();
         let fold = self.fold_outcomes.load(Ordering::Acquire);
         for (i, (e, p)) in events.iter().zip(positions).enumerate() {
+            let e = e.borrow();
             if e.seq != first.seq + i as u64 {
                 self.behind.store(true, Ordering::Release);
                 return Err(io::Error::other("audit batch seqs are not consecutive"));
@@ -541,8 +547,9 @@ impl AuditIndex {
                     chunks.push((i64::MAX, i64::MIN));
                 }
                 let s = &mut chunks[c];
-                s.0 = s.0.min(e.time_ms);
-                s.1 = s.1.max(e.time_ms);
+                let time_ms = e.borrow().time_ms;
+                s.0 = s.0.min(time_ms);
+                s.1 = s.1.max(time_ms);
             }
         }
         self.len.store(len + n as u64, Ordering::Release);

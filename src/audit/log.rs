@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::BorrowMut;
 
 use super::AuditEvent;
 
@@ -370,7 +371,10 @@ impl LogFile {
 
     /// Appends events (assigning their `seq`), then fsyncs. On error the file is cut back to
     /// where it was and the head is unchanged, so a retry appends the same records again.
-    pub fn append(&mut self, events: &mut [AuditEvent]) -> Result<Vec<LinePos>, LogError> {
+    pub fn append<E: BorrowMut<AuditEvent>>(
+        &mut self,
+        events: &mut [E],
+    ) -> Result<Vec<LinePos>, LogError> {
         if self.len >= self.max_len {
             self.rotate()?;
         }
@@ -380,6 +384,7 @@ impl LogFile {
         let mut hash = self.last_hash;
         let mut hex = [0u8; 64];
         for e in events.iter_mut() {
+            let e = e.borrow_mut();
             seq += 1;
             e.seq = seq;
             let start = buf.len();

@@ -232,7 +232,7 @@ impl RefusalAggregates {
 
     /// Whether one more individual record fits this second's budget.
     fn admit(&self) -> bool {
-        let now = now_stamp().1 / 1000;
+        let now = now_ms() / 1000;
         if self.second.swap(now, Ordering::Relaxed) != now {
             self.used.store(0, Ordering::Relaxed);
         }
@@ -310,7 +310,8 @@ pub struct AuditStats {
 }
 
 pub(crate) struct Job {
-    event: AuditEvent,
+    // Boxed: a queue slot is a pointer, not the event's ~560 bytes copied in and out.
+    event: Box<AuditEvent>,
     done: Option<oneshot::Sender<Result<u64, AuditError>>>,
 }
 
@@ -366,10 +367,7 @@ impl DecisionRecord {
                 event.upstream_status = status;
                 event.upstream_error = error.map(str::to_string);
                 event.latency_us = Some(latency_us);
-                permit.send(Job {
-                    event: *event,
-                    done: None,
-                });
+                permit.send(Job { event, done: None });
             }
             Held::Committed { sink, decision } => {
                 let (time, time_ms) = now_stamp();
@@ -414,10 +412,7 @@ impl Drop for DecisionRecord {
         // Not finished: not forwarded (a denial), or the request was dropped mid-way. The
         // decision is the whole record.
         if let Held::Slot { permit, event } = std::mem::replace(&mut self.held, Held::Nothing) {
-            permit.send(Job {
-                event: *event,
-                done: None,
-            });
+            permit.send(Job { event, done: None });
         }
     }
 }
@@ -437,6 +432,13 @@ impl AuditSink {
     /// Records an event. In strict mode, returns once it is committed; in batched mode, once
     /// it is queued. Errors mean the event is not recorded and the caller must deny.
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        if self.durability == Durability::Off {
+            return Ok(());
+        }
+        self.record_boxed(Box::new(event)).await
+    }
+
+    async fn record_boxed(&self, event: Box<AuditEvent>) -> Result<(), AuditError> {
         let (done, wait) = match self.durability {
             Durability::Strict => {
                 let (tx, rx) = oneshot::channel();
@@ -512,7 +514,7 @@ impl AuditSink {
             enforced: event.enforced,
             snapshot_version: event.snapshot_version,
         });
-        self.record(*event).await?;
+        self.record_boxed(event).await?;
         Ok(DecisionRecord {
             held: Held::Committed {
                 sink: self.clone(),
@@ -529,7 +531,10 @@ impl AuditSink {
         if self.durability == Durability::Off {
             return;
         }
-        let job = Job { event, done: None };
+        let job = Job {
+            event: Box::new(event),
+            done: None,
+        };
         match self.tx.try_send(job) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -568,7 +573,10 @@ impl AuditSink {
             return;
         }
         let reason = event.reason.clone();
-        let job = Job { event, done: None };
+        let job = Job {
+            event: Box::new(event),
+            done: None,
+        };
         if self.tx.send(job).await.is_ok() {
             self.stats.queued.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -585,7 +593,10 @@ impl AuditSink {
         }
         if self.refusals.admit() {
             let reason = event.reason.clone();
-            match self.tx.try_send(Job { event, done: None }) {
+            match self.tx.try_send(Job {
+                event: Box::new(event),
+                done: None,
+            }) {
                 Ok(()) => {
                     self.stats.queued.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -620,7 +631,10 @@ impl AuditSink {
             );
             event.kind = EventKind::Summary;
             event.count = Some(n);
-            let job = Job { event, done: None };
+            let job = Job {
+                event: Box::new(event),
+                done: None,
+            };
             if self.tx.send(job).await.is_ok() {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -659,11 +673,94 @@ fn channel(settings: &AuditSettings) -> (AuditSink, mpsc::Receiver<Job>) {
     )
 }
 
-/// Current time as (RFC 3339 with milliseconds, Unix ms).
+/// Current time as (RFC 3339 with milliseconds, Unix ms): the `time` and `timeMs` of an event.
+///
+/// Every audited request takes one, so the calendar arithmetic is done once per second per
+/// thread: the text up to the seconds is kept and only the milliseconds are written.
 pub fn now_stamp() -> (String, i64) {
+    thread_local! {
+        static SECOND: std::cell::Cell<Option<(u64, [u8; 20])>> = const { std::cell::Cell::new(None) };
+    }
     let now = std::time::SystemTime::now();
-    let ms = now
+    match now.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => {
+            let time = SECOND.with(|cache| stamp_millis(d, cache));
+            (time, d.as_millis() as i64)
+        }
+        Err(_) => (humantime::format_rfc3339_millis(now).to_string(), 0),
+    }
+}
+
+/// Current Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    (humantime::format_rfc3339_millis(now).to_string(), ms)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `since_epoch` as humantime's RFC 3339 with milliseconds (`2026-12-03T08:10:44.160Z`),
+/// reusing `cache`'s `YYYY-MM-DDTHH:MM:SS.` when it holds the same second.
+fn stamp_millis(
+    since_epoch: std::time::Duration,
+    cache: &std::cell::Cell<Option<(u64, [u8; 20])>>,
+) -> String {
+    let secs = since_epoch.as_secs();
+    let prefix = match cache.get() {
+        Some((s, prefix)) if s == secs => prefix,
+        _ => {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let text = humantime::format_rfc3339_seconds(at).to_string();
+            // `YYYY-MM-DDTHH:MM:SSZ`; any other shape (a year past 9999) is formatted whole.
+            let Ok(mut prefix) = <[u8; 20]>::try_from(text.as_bytes()) else {
+                return humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + since_epoch)
+                    .to_string();
+            };
+            prefix[19] = b'.';
+            cache.set(Some((secs, prefix)));
+            prefix
+        }
+    };
+    let ms = since_epoch.subsec_millis();
+    let mut out = [0u8; 24];
+    out[..20].copy_from_slice(&prefix);
+    out[20] = b'0' + (ms / 100) as u8;
+    out[21] = b'0' + (ms / 10 % 10) as u8;
+    out[22] = b'0' + (ms % 10) as u8;
+    out[23] = b'Z';
+    // ASCII throughout: the prefix came from a `String`, the rest are digits.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    proptest! {
+        /// What humantime writes, whether the second is cached or not.
+        #[test]
+        fn the_stamp_is_humantimes(secs in 0u64..253_402_300_800, ms in 0u32..1000, ms2 in 0u32..1000, later in 0u64..3) {
+            let cache = std::cell::Cell::new(None);
+            for d in [
+                Duration::new(secs, ms * 1_000_000 + 999_999),
+                Duration::new(secs, ms2 * 1_000_000),
+                Duration::new(secs + later, ms * 1_000_000),
+            ] {
+                prop_assert_eq!(
+                    stamp_millis(d, &cache),
+                    humantime::format_rfc3339_millis(UNIX_EPOCH + d).to_string()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn now_stamp_agrees_with_itself() {
+        let (time, ms) = now_stamp();
+        let parsed = humantime::parse_rfc3339(&time).unwrap();
+        let parsed_ms = parsed.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        assert_eq!(parsed_ms, ms);
+        assert!((now_ms() - ms).abs() < 60_000);
+    }
 }

@@ -121,7 +121,7 @@ impl Writer {
     }
 
     fn commit(&mut self, jobs: &mut Vec<Job>, closed: &mut bool) {
-        let (mut events, dones): (Vec<AuditEvent>, Vec<_>) =
+        let (mut events, dones): (Vec<Box<AuditEvent>>, Vec<_>) =
             jobs.drain(..).map(|j| (j.event, j.done)).unzip();
         let before = self.log.last_seq;
         let mut attempt = 0u32;

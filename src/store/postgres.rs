@@ -423,7 +423,7 @@ impl PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(backend)?;
         let mut changed = false;
-        let now = crate::audit::now_stamp().1;
+        let now = crate::audit::now_ms();
         for (kid, public) in &keys {
             let n = tx
                         .execute(
