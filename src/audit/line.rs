@@ -226,7 +226,7 @@ mod tests {
 
     fn text() -> BoxedStrategy<String> {
         // Mostly plain identifiers (the common case), and strings of every escape and of
-        // multi-byte characters, long enough to cross the 16-byte chunks.
+        // multi-byte characters, long enough to span several eight-byte words.
         prop_oneof![
             "[a-z_0-9]{0,40}",
             "[\\x00-\\x7f]{0,40}",
@@ -307,6 +307,26 @@ mod tests {
                         word_needs_escape(u64::from_le_bytes(w)),
                         needs_escape(b),
                         "byte {b:#04x} at {pos} among {base:#04x}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// One byte to escape at every position of every length up to three words: in a whole
+    /// word, in the overlapping last word only, in a string shorter than a word.
+    #[test]
+    fn one_escape_anywhere_in_short_strings() {
+        for n in 1..=24 {
+            for k in 0..n {
+                for c in ['"', '\\', '\u{1}', '\u{1f}', '\n'] {
+                    let s: String = (0..n).map(|i| if i == k { c } else { 'a' }).collect();
+                    let mut buf = Vec::new();
+                    escaped(&mut buf, &s);
+                    assert_eq!(
+                        String::from_utf8(buf).unwrap(),
+                        serde_json::to_string(&s).unwrap(),
+                        "{s:?}"
                     );
                 }
             }

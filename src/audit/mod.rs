@@ -681,15 +681,20 @@ pub fn now_stamp() -> (String, i64) {
     thread_local! {
         static SECOND: std::cell::Cell<Option<(u64, [u8; 20])>> = const { std::cell::Cell::new(None) };
     }
-    let now = std::time::SystemTime::now();
-    match now.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => {
-            let time = SECOND.with(|cache| stamp_millis(d, cache));
-            (time, d.as_millis() as i64)
-        }
-        Err(_) => (humantime::format_rfc3339_millis(now).to_string(), 0),
-    }
+    // A clock outside 1970–9999 (what RFC 3339's four-digit years can write) is held to those
+    // bounds: the stamp stays well-formed instead of the formatter panicking.
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(LAST_STAMP);
+    (
+        SECOND.with(|cache| stamp_millis(d, cache)),
+        d.as_millis() as i64,
+    )
 }
+
+/// The last instant an RFC 3339 stamp can hold: `9999-12-31T23:59:59.999Z`.
+const LAST_STAMP: std::time::Duration = std::time::Duration::new(253_402_300_799, 999_000_000);
 
 /// Current Unix time in milliseconds.
 pub fn now_ms() -> i64 {
@@ -698,37 +703,39 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// `since_epoch` as humantime's RFC 3339 with milliseconds (`2026-12-03T08:10:44.160Z`),
-/// reusing `cache`'s `YYYY-MM-DDTHH:MM:SS.` when it holds the same second.
+/// `since_epoch` (at most [`LAST_STAMP`]) as humantime's RFC 3339 with milliseconds
+/// (`2026-12-03T08:10:44.160Z`), reusing `cache`'s `YYYY-MM-DDTHH:MM:SS.` when it holds the
+/// same second.
 fn stamp_millis(
     since_epoch: std::time::Duration,
     cache: &std::cell::Cell<Option<(u64, [u8; 20])>>,
 ) -> String {
+    let since_epoch = since_epoch.min(LAST_STAMP);
     let secs = since_epoch.as_secs();
+    let ms = since_epoch.subsec_millis();
     let prefix = match cache.get() {
         Some((s, prefix)) if s == secs => prefix,
         _ => {
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
             let text = humantime::format_rfc3339_seconds(at).to_string();
-            // `YYYY-MM-DDTHH:MM:SSZ`; any other shape (a year past 9999) is formatted whole.
+            // `YYYY-MM-DDTHH:MM:SSZ`, 20 bytes for every year up to 9999; were it ever
+            // otherwise, the stamp is written from the text, uncached.
             let Ok(mut prefix) = <[u8; 20]>::try_from(text.as_bytes()) else {
-                return humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + since_epoch)
-                    .to_string();
+                return format!("{}.{ms:03}Z", text.trim_end_matches('Z'));
             };
             prefix[19] = b'.';
             cache.set(Some((secs, prefix)));
             prefix
         }
     };
-    let ms = since_epoch.subsec_millis();
     let mut out = [0u8; 24];
     out[..20].copy_from_slice(&prefix);
     out[20] = b'0' + (ms / 100) as u8;
     out[21] = b'0' + (ms / 10 % 10) as u8;
     out[22] = b'0' + (ms % 10) as u8;
     out[23] = b'Z';
-    // ASCII throughout: the prefix came from a `String`, the rest are digits.
-    String::from_utf8_lossy(&out).into_owned()
+    // ASCII throughout (humantime's digits and punctuation, then ours).
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 #[cfg(test)]
@@ -752,6 +759,23 @@ mod stamp_tests {
                     humantime::format_rfc3339_millis(UNIX_EPOCH + d).to_string()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_stamp_is_held_to_what_rfc_3339_can_write() {
+        let cache = std::cell::Cell::new(None);
+        assert_eq!(
+            stamp_millis(Duration::ZERO, &cache),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(stamp_millis(LAST_STAMP, &cache), "9999-12-31T23:59:59.999Z");
+        // Past year 9999 (humantime would fail to format it): held to the last stamp.
+        for d in [
+            LAST_STAMP + Duration::from_millis(1),
+            Duration::from_secs(u64::MAX / 2),
+        ] {
+            assert_eq!(stamp_millis(d, &cache), "9999-12-31T23:59:59.999Z");
         }
     }
 
