@@ -19,12 +19,8 @@ AUDIT=${AUDIT:-batched}
 CONNS=${CONNS:-64}
 REQ_PATH=${PATH_:-/crm/customers/42}
 EXTRA=${EXTRA:-}
-WORK=$(mktemp -d)
-PIDS=()
 . benches/lib.sh
-trap cleanup EXIT
-need_tools nginx wrk
-start_upstream
+bench_start nginx wrk
 start_nginx_proxy
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 writer_tid() { local t; for t in /proc/"$1"/task/*; do [[ $(cat "$t/comm") == actgate-audit ]] && echo "${t##*/}"; done; true; }

@@ -2,7 +2,7 @@
 # small JSON body on 127.0.0.1:18101 (core 1) and, when asked, nginx as a plain reverse proxy
 # to it on 127.0.0.1:18102 (core 0) —, an actgate enforcing one route in front of that
 # upstream, and their cleanup. Expects WORK (a temporary directory) and PIDS (an array of
-# process ids to stop) to be set.
+# process ids to stop) to be set, or bench_start to set them.
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -85,6 +85,16 @@ ACTGATE_CONF
   curl -sf -X POST "http://127.0.0.1:$((port+1))/v1/tokens" -H "X-Api-Key: $KEY" -H 'Content-Type: application/json' \
     -d '{"agentId":"agent_bench","expiresIn":3600}' | sed 's/.*"token":"\([^"]*\)".*/\1/' > "$dir/token"
   echo "$pid"
+}
+
+# The common start of a load bench: a temporary WORK directory and the PIDS to stop, both
+# cleaned up on exit, the tools it names installed if missing, the upstream running.
+bench_start() { # tools...
+  WORK=$(mktemp -d)
+  PIDS=()
+  trap cleanup EXIT
+  need_tools "$@"
+  start_upstream
 }
 
 cleanup() {

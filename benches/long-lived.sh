@@ -8,12 +8,8 @@
 #   N=10 MODE=strict BIN=/tmp/actgate-old benches/long-lived.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=$(mktemp -d)
-PIDS=()
 . benches/lib.sh
-trap cleanup EXIT
-need_tools nginx wrk
-start_upstream
+bench_start nginx wrk
 pid=$(start_actgate "${BIN:-target/release/actgate}" "${MODE:-batched}" 18400 "$WORK/a"); PIDS=("$pid")
 tok=$(cat "$WORK/a/token")
 HZ=$(getconf CLK_TCK)

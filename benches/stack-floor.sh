@@ -15,12 +15,8 @@ DURATION=${DURATION:-8}
 cargo build --release --quiet --bin actgate --example bare-proxy
 ACTGATE=${ACTGATE:-target/release/actgate}
 BARE=target/release/examples/bare-proxy
-WORK=$(mktemp -d)
-PIDS=()
 . benches/lib.sh
-trap cleanup EXIT
-need_tools nginx wrk
-start_upstream
+bench_start nginx wrk
 start_nginx_proxy
 HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }

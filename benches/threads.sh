@@ -14,12 +14,8 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 BIN=${BIN:-target/release/actgate}
 read -ra MODES <<<"${MODES:-off batched}"
-WORK=$(mktemp -d)
-PIDS=()
 . benches/lib.sh
-trap cleanup EXIT
-need_tools nginx wrk
-start_upstream
+bench_start nginx wrk
 HZ=$(getconf CLK_TCK)
 tid_of() { local t; for t in /proc/"$1"/task/*; do [[ $(cat "$t/comm") == "$2" ]] && echo "${t##*/}"; done; true; }
 snap() { # pid tid -> "utime stime voluntary involuntary"
