@@ -29,6 +29,7 @@
 //! off, and reported. A complete line that does not parse, before the end, is corruption, and
 //! actgate refuses to start on it.
 
+use std::borrow::BorrowMut;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
@@ -36,7 +37,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::borrow::BorrowMut;
 
 use super::AuditEvent;
 

@@ -683,10 +683,7 @@ pub fn now_stamp() -> (String, i64) {
     }
     // A clock outside 1970–9999 (what RFC 3339's four-digit years can write) is held to those
     // bounds: the stamp stays well-formed instead of the formatter panicking.
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .min(LAST_STAMP);
+    let d = since_epoch().min(LAST_STAMP);
     (
         SECOND.with(|cache| stamp_millis(d, cache)),
         d.as_millis() as i64,
@@ -698,9 +695,14 @@ const LAST_STAMP: std::time::Duration = std::time::Duration::new(253_402_300_799
 
 /// Current Unix time in milliseconds.
 pub fn now_ms() -> i64 {
+    since_epoch().as_millis() as i64
+}
+
+/// The time since the Unix epoch; zero for a clock set before it.
+fn since_epoch() -> std::time::Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// `since_epoch` (at most [`LAST_STAMP`]) as humantime's RFC 3339 with milliseconds
