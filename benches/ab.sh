@@ -11,6 +11,11 @@
 #   AUDIT=off benches/ab.sh /tmp/actgate-before target/release/actgate
 #   ROUNDS=5 DURATION=8 PATH_=/crm/customers/42 benches/ab.sh A B
 #   benches/ab.sh target/release/actgate@off target/release/actgate@batched   # modes side by side
+#   benches/ab.sh B@off B@batched 'B@batched, flushInterval: 20ms'   # more audit settings after the mode
+#   benches/ab.sh B@off B@batched 'B@batched!'   # `!`: the writer thread put under SCHED_BATCH (chrt)
+# Beside the medians: each round's CPU µs/request and the median of the rounds' differences
+# from the first actgate contender (adjacent runs share the host's state; their difference
+# cancels its slow drift, which the difference of two medians does not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -28,9 +33,11 @@ writer_ticks() { local w; w=$(writer_tid "$1"); if [ -n "$w" ]; then awk '{print
 HZ=$(getconf CLK_TCK)
 
 start() { # bin[@audit-mode] port dir -> prints pid; writes dir/token
-  local audit=$AUDIT
-  [[ $1 == *@* ]] && audit=${1#*@}
-  start_actgate "${1%@*}" "$audit" "$2" "$3"
+  local audit=$AUDIT label=${1%!} pid
+  [[ $label == *@* ]] && audit=${label#*@}
+  pid=$(start_actgate "${label%@*}" "$audit" "$2" "$3")
+  [[ $1 == *! ]] && chrt -b -p 0 "$(writer_tid "$pid")"
+  echo "$pid"
 }
 
 run() { # label url pid token -> "rps cpu_us writer_us"
@@ -62,8 +69,12 @@ for round in $(seq "$ROUNDS"); do
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 ngx=$(echo "${RPS[0]}" | median)
-printf "%-40s %12s %9s %14s %18s   (audit %s, %s rounds x %ss, -c%s)\n" contender req/s "vs nginx" "CPU µs/req" "of it writer" "$AUDIT" "$ROUNDS" "$DURATION" "$CONNS"
+paired() { # "a1 a2 ..." "b1 b2 ..." -> median of a_i - b_i
+  paste <(echo "$1" | tr ' ' '\n' | grep -v '^$') <(echo "$2" | tr ' ' '\n' | grep -v '^$') | awk '{print $1 - $2}' | median
+}
+printf "%-40s %12s %9s %11s %13s %9s   (audit %s, %s rounds x %ss, -c%s)\n" contender req/s "vs nginx" "CPU µs/req" "of it writer" "paired Δ" "$AUDIT" "$ROUNDS" "$DURATION" "$CONNS"
 for i in "${!labels[@]}"; do
   r=$(echo "${RPS[$i]}" | median); c=$(echo "${CPU[$i]}" | median); w=$(echo "${WCPU[$i]}" | median)
-  printf "%-40s %12s %9.2f %14s %18s   [%s]\n" "${labels[$i]}" "$r" "$(awk -v a="$r" -v b="$ngx" 'BEGIN{print a/b}')" "$c" "$w" "${RPS[$i]}"
+  d="-"; [ "$i" -gt 1 ] && d=$(printf %.1f "$(paired "${CPU[$i]}" "${CPU[1]}")")
+  printf "%-40s %12s %9.2f %11s %13s %9s   req/s [%s] CPU [%s]\n" "${labels[$i]}" "$r" "$(awk -v a="$r" -v b="$ngx" 'BEGIN{print a/b}')" "$c" "$w" "$d" "${RPS[$i]% }" "${CPU[$i]% }"
 done
