@@ -36,7 +36,11 @@ start() { # bin[@audit-mode] port dir -> prints pid; writes dir/token
   local audit=$AUDIT label=${1%!} pid
   [[ $label == *@* ]] && audit=${label#*@}
   pid=$(start_actgate "${label%@*}" "$audit" "$2" "$3")
-  [[ $1 == *! ]] && chrt -b -p 0 "$(writer_tid "$pid")"
+  if [[ $1 == *! ]]; then
+    local w; w=$(writer_tid "$pid")
+    # A contender labelled SCHED_BATCH that is not would be measured under a false name.
+    if [ -z "$w" ] || ! chrt -b -p 0 "$w"; then kill "$pid"; echo "could not put the writer thread of $1 under SCHED_BATCH" >&2; exit 1; fi
+  fi
   echo "$pid"
 }
 
@@ -67,14 +71,10 @@ for round in $(seq "$ROUNDS"); do
     read -r a b c <<<"$r"; RPS[$i]+="$a "; CPU[$i]+="$b "; WCPU[$i]+="$c "
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 ngx=$(echo "${RPS[0]}" | median)
-paired() { # "a1 a2 ..." "b1 b2 ..." -> median of a_i - b_i
-  paste <(echo "$1" | tr ' ' '\n' | grep -v '^$') <(echo "$2" | tr ' ' '\n' | grep -v '^$') | awk '{print $1 - $2}' | median
-}
 printf "%-40s %12s %9s %11s %13s %9s   (audit %s, %s rounds x %ss, -c%s)\n" contender req/s "vs nginx" "CPU µs/req" "of it writer" "paired Δ" "$AUDIT" "$ROUNDS" "$DURATION" "$CONNS"
 for i in "${!labels[@]}"; do
   r=$(echo "${RPS[$i]}" | median); c=$(echo "${CPU[$i]}" | median); w=$(echo "${WCPU[$i]}" | median)
-  d="-"; [ "$i" -gt 1 ] && d=$(printf %.1f "$(paired "${CPU[$i]}" "${CPU[1]}")")
+  d="-"; [ "$i" -gt 1 ] && d=$(paired "${CPU[$i]}" "${CPU[1]}" diff)
   printf "%-40s %12s %9.2f %11s %13s %9s   req/s [%s] CPU [%s]\n" "${labels[$i]}" "$r" "$(awk -v a="$r" -v b="$ngx" 'BEGIN{print a/b}')" "$c" "$w" "$d" "${RPS[$i]% }" "${CPU[$i]% }"
 done

@@ -102,3 +102,22 @@ cleanup() {
   for d in up px; do [ -f "$WORK/$d/nginx.pid" ] && kill "$(cat "$WORK/$d/nginx.pid")" 2>/dev/null || true; done
   sleep 0.2; rm -rf "$WORK"
 }
+
+# The median of the numbers on stdin (space or newline separated); of an even count, the mean
+# of the two middle ones.
+median() {
+  tr ' ' '\n' | grep -v '^$' | sort -g |
+    awk '{a[NR] = $1} END { if (NR == 0) print ""; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+# Two contenders run next to each other in every round: the median of the rounds' own
+# differences (or ratios) cancels the host's slow drift, which the difference of two medians
+# does not. "a1 a2 ..." "b1 b2 ..." diff|ratio -> the median, 0.1 (diff) or 0.01 (ratio)
+# precise; "n/a" when the lists do not pair up round by round.
+paired() {
+  local a b
+  a=$(echo "$1" | tr ' ' '\n' | grep -v '^$' || true); b=$(echo "$2" | tr ' ' '\n' | grep -v '^$' || true)
+  if [ -z "$a" ] || [ "$(echo "$a" | wc -l)" != "$(echo "$b" | wc -l)" ]; then echo n/a; return; fi
+  local m; m=$(paste <(echo "$a") <(echo "$b") | awk -v op="$3" '{ print (op == "diff") ? $1 - $2 : ($2 > 0 ? $1 / $2 : 0) }' | median)
+  if [ "$3" = diff ]; then printf '%.1f\n' "$m"; else printf '%.2f\n' "$m"; fi
+}

@@ -34,7 +34,7 @@ CONNS=${CONNS:-64}
 PROXY_CPU=${PROXY_CPU:-0}
 OTHER_CPU=${OTHER_CPU:-1}
 
-. benches/lib.sh   # need_tools, NJS_MODULE; the other definitions below are this harness's own
+. benches/lib.sh   # need_tools, NJS_MODULE, median, paired; the other definitions below are this harness's own
 need_tools nginx wrk oha njs
 
 echo "== building actgate (release)"
@@ -237,14 +237,6 @@ for r in $(seq "$ROUNDS"); do
     printf '   round %s %-16s %10s req/s  %6s µs CPU/req\n' "$r" "$c" "$rps" "$cpu"
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# Two contenders run next to each other in every round: the median of the rounds' own
-# differences (or ratios) cancels the host's slow drift, which the difference of the two
-# medians does not.
-paired() { # "a1 a2 ..." "b1 b2 ..." diff|ratio
-  paste <(echo "$1" | tr ' ' '\n' | grep -v '^$') <(echo "$2" | tr ' ' '\n' | grep -v '^$') |
-    awk -v op="$3" '{ print (op == "diff") ? $1 - $2 : ($2 > 0 ? $1 / $2 : 0) }' | median
-}
 declare -A MRPS MCPU
 for c in "${CONTENDERS[@]}"; do
   MRPS[$c]=$(echo "${RPS[$c]}" | median)
@@ -353,7 +345,11 @@ TABLE=$(
   echo "| RSS before / after a ${DURATION}s forged-token flood | $((RSS_BEFORE_FLOOD / 1024)) / $((RSS_AFTER_FLOOD / 1024)) MiB |"
   echo "| forged tokens (real key id, bad signature) refused during the flood | $FLOOD_RPS req/s |"
   echo "| valid requests served during the flood | $VALID_RPS req/s |"
-  echo "| batched writer: group commits / records per commit / mean commit | $COMMITS / $(awk -v w="$WRITTEN" -v c="$COMMITS" 'BEGIN { printf "%.0f", c ? w / c : 0 }') / $(awk -v s="$COMMIT_SECONDS" -v c="$COMMITS" 'BEGIN { printf "%.2f ms", c ? s * 1000 / c : 0 }') |"
+  if [ "$COMMITS" -gt 0 ]; then
+    echo "| batched writer: group commits / records per commit / mean commit | $COMMITS / $(awk -v w="$WRITTEN" -v c="$COMMITS" 'BEGIN { printf "%.0f", w / c }') / $(awk -v s="$COMMIT_SECONDS" -v c="$COMMITS" 'BEGIN { printf "%.2f ms", s * 1000 / c }') |"
+  else
+    echo "| batched writer: group commits / records per commit / mean commit | n/a (its /metrics did not answer) |"
+  fi
   echo "| 0%-cache-hit / warm throughput | $(ratio "${MRPS[actgate-nocache]}" "${MRPS[actgate]}") |"
   echo
   echo "Two cores (everything unpinned, wrk -t2 -c$CONNS, medians of $ROUNDS):"
@@ -373,7 +369,7 @@ TABLE=$(
   r=$(ratio "${MRPS[actgate-noaudit]}" "$NGINX_PEAK"); echo "| enforcing, audit off, vs nginx | ≥ 0.85 | $r | $(met "$r" ">=" 0.85) |"
   r=$(ratio "${MRPS[actgate-nocache]}" "${MRPS[actgate]}"); echo "| cache-miss-only vs warm | ≥ 0.30 | $r | $(met "$r" ">=" 0.3) |"
   r=$(awk -v a="${MCPU[actgate]}" -v b="${MCPU[actgate-noaudit]}" 'BEGIN { printf "%.1f", a - b }'); echo "| audit cost (batched − off), CPU µs/request | ≤ 3 | $r | $(met "$r" "<=" 3) |"
-  r=$(paired "${CPU[actgate]}" "${CPU[actgate-noaudit]}" diff); echo "| (beside it) audit cost, median of the rounds' paired differences | – | $(printf %.1f "$r") | – |"
+  r=$(paired "${CPU[actgate]}" "${CPU[actgate-noaudit]}" diff); echo "| (beside it) audit cost, median of the rounds' paired differences | – | $r | – |"
   r=$(ratio "${MRPS[actgate-strict]}" "$NGINX_PEAK"); echo "| strict at $CONNS connections vs nginx | ≥ 0.30 | $r | $(met "$r" ">=" 0.3) |"
   # A direct p99 in the tens of milliseconds (or an actgate p99 below it) means the load
   # generator, sharing its core with the upstream, could not hold the rate: not a measurement.
@@ -387,7 +383,7 @@ TABLE=$(
   r=$((IDLE_RSS / 1024)); echo "| idle RSS | ≤ 30 MiB | $r MiB | $(met "$r" "<=" 30) |"
   r=$((HWM_64 / 1024)); echo "| peak RSS under $CONNS connections | ≤ 60 MiB | $r MiB | $(met "$r" "<=" 60) |"
   r=$(ratio "${MRPS[enforce]}" "${MRPS[enforce-noaudit]}"); echo "| /v1/enforce, audit batched vs off | ≥ 0.80 | $r | $(met "$r" ">=" 0.8) |"
-  r=$(paired "${RPS[enforce]}" "${RPS[enforce-noaudit]}" ratio); echo "| (beside it) /v1/enforce batched vs off, median of the rounds' paired ratios | – | $(printf %.2f "$r") | – |"
+  r=$(paired "${RPS[enforce]}" "${RPS[enforce-noaudit]}" ratio); echo "| (beside it) /v1/enforce batched vs off, median of the rounds' paired ratios | – | $r | – |"
   r=$(ratio "${MRPS[actgate]}" "${MRPS[peer-njs]}"); echo "| actgate vs the peer stack (nginx + njs auth_request + a PDP) | ahead | ${r}× | $(met "$r" ">=" 1) |"
 )
 echo

@@ -61,7 +61,6 @@ for round in $(seq "$ROUNDS"); do
     RPS[$i]+="$rps "; USR[$i]+="$usr "; SYS[$i]+="$sys "
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 ngx=$(echo "${RPS[0]}" | median)
 printf "%-16s %10s %9s %9s %9s %9s   (%s rounds x %ss, wrk -t1 -c64, proxy pinned to one core)\n" \
   contender req/s "vs nginx" "user µs" "sys µs" "CPU µs" "$ROUNDS" "$DURATION"
