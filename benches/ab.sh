@@ -28,7 +28,7 @@ EXTRA=${EXTRA:-}
 bench_start nginx wrk
 start_nginx_proxy
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-writer_tid() { local t; for t in /proc/"$1"/task/*; do [[ $(cat "$t/comm") == actgate-audit ]] && echo "${t##*/}"; done; true; }
+writer_tid() { tid_of "$1" actgate-audit; }
 writer_ticks() { local w; w=$(writer_tid "$1"); if [ -n "$w" ]; then awk '{print $14+$15}' "/proc/$1/task/$w/stat"; else echo 0; fi; }
 HZ=$(getconf CLK_TCK)
 

@@ -87,6 +87,11 @@ ACTGATE_CONF
   echo "$pid"
 }
 
+# The id of process PID's thread named NAME (its /proc comm), or nothing.
+tid_of() { # pid name
+  local t; for t in /proc/"$1"/task/*; do [[ $(cat "$t/comm") == "$2" ]] && echo "${t##*/}"; done; true
+}
+
 # The common start of a load bench: a temporary WORK directory and the PIDS to stop, both
 # cleaned up on exit, the tools it names installed if missing, the upstream running.
 bench_start() { # tools...

@@ -17,7 +17,6 @@ read -ra MODES <<<"${MODES:-off batched}"
 . benches/lib.sh
 bench_start nginx wrk
 HZ=$(getconf CLK_TCK)
-tid_of() { local t; for t in /proc/"$1"/task/*; do [[ $(cat "$t/comm") == "$2" ]] && echo "${t##*/}"; done; true; }
 snap() { # pid tid -> "utime stime voluntary involuntary"
   echo "$(awk '{print $14, $15}' "/proc/$1/task/$2/stat") $(awk '/^voluntary_ctxt/ {v=$2} /^nonvoluntary_ctxt/ {n=$2} END {print v, n}' "/proc/$1/task/$2/status")"
 }
