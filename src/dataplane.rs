@@ -469,7 +469,7 @@ impl<'g> RequestLog<'g> {
 
     /// What became of the forwarded request (the upstream's status, or the reason code of
     /// its failure), recorded with its decision.
-    pub(crate) fn outcome(&mut self, status: Option<u16>, error: Option<&str>) {
+    pub(crate) fn outcome(&mut self, status: Option<u16>, error: Option<&'static str>) {
         if let Some(record) = self.record.take() {
             record.finish(status, error, self.started.elapsed().as_micros() as u64);
         }
@@ -494,7 +494,7 @@ impl<'g> RequestLog<'g> {
         event.agent_id = claims.map(|c| c.agent.clone());
         event.token_id = claims.map(|c| c.jti.clone());
         event.route = self.route.clone();
-        event.method = Some(self.method.as_str().to_string());
+        event.method = Some(crate::audit::method_text(&self.method));
         event.latency_us = Some(self.started.elapsed().as_micros() as u64);
         event.snapshot_version = self.gw.snapshot().version;
         self.gw

@@ -135,7 +135,7 @@ pub(super) async fn enforce(
     let mut event = outcome.decision_event(
         audit_id.clone(),
         Source::Enforce,
-        &caller.tenant,
+        caller.tenant.clone(),
         &request_id,
         (action, resource),
         true,

@@ -425,7 +425,7 @@ impl AuditIndex {
                 EventKind::Outcome => KIND_OUTCOME,
                 EventKind::Summary => KIND_SUMMARY,
             };
-            let decision = match e.decision.as_str() {
+            let decision = match &*e.decision {
                 "allowed" => ALLOWED,
                 "denied" => DENIED,
                 _ => 0,
@@ -810,7 +810,10 @@ mod tests {
             rng.pick(&["policy_allow", "no_matching_policy"]),
             String::new(),
         );
-        e.decision = rng.pick(&["allowed", "denied", "allowed"]).to_string();
+        e.decision = rng
+            .pick(&["allowed", "denied", "allowed"])
+            .to_string()
+            .into();
         e.agent_id = match rng.next() % 5 {
             0 => None,
             n => Some(format!("agent_{n}")),
@@ -973,7 +976,7 @@ mod tests {
     fn outcome(id: &str, decision: &str, status: u16, latency_us: u64) -> AuditEvent {
         let mut o = AuditEvent::refusal(id.into(), Source::Proxy, "t", "r", "", String::new());
         o.kind = EventKind::Outcome;
-        o.decision = String::new();
+        o.decision = "".into();
         o.decision_id = Some(decision.into());
         o.upstream_status = Some(status);
         o.latency_us = Some(latency_us);

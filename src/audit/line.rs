@@ -83,7 +83,9 @@ pub(super) fn write_line(
         b",\"enforced\":false"
     });
     opt_string(buf, b",\"route\":", route);
-    opt_string(buf, b",\"method\":", method);
+    if let Some(m) = method {
+        string(buf, b",\"method\":", m);
+    }
     if let Some(status) = upstream_status {
         buf.extend_from_slice(b",\"upstreamStatus\":");
         uint(buf, u64::from(*status));
@@ -260,8 +262,9 @@ mod tests {
                 <[Option<String>; 10]>::try_from(opts).unwrap();
             AuditEvent {
                 seq, kind, id, decision_id, time, time_ms, tenant_id, source, request_id,
-                agent_id, token_id, action, resource, decision, reason, policy_id, message,
-                enforced, route, method, upstream_status, upstream_error, latency_us: numbers[0],
+                agent_id, token_id, action, resource, decision: decision.into(),
+                reason: reason.into(), policy_id, message, enforced, route,
+                method: method.map(Into::into), upstream_status, upstream_error, latency_us: numbers[0],
                 snapshot_version, count: numbers[1], mcp_method, tool, arguments_sha256, arguments,
             }
         }

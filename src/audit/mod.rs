@@ -21,6 +21,23 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{AuditSettings, Durability, OnFull};
 pub use writer::{Signer, WriterMetrics, spawn_writer};
 
+/// A field whose value is usually one of a few fixed words (`allowed`, a reason code, an
+/// HTTP method): borrowed from the binary then, so building a record does not allocate for
+/// it (each allocation is freed by the writer's thread, a cross-thread free per field).
+pub type Text = std::borrow::Cow<'static, str>;
+
+/// `m` as [`Text`]: the standard methods borrowed, an extension method copied.
+pub fn method_text(m: &http::Method) -> Text {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    let name = m.as_str();
+    match STANDARD.iter().find(|s| **s == name) {
+        Some(s) => Text::Borrowed(s),
+        None => Text::Owned(name.to_owned()),
+    }
+}
+
 /// Where a decision was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,11 +130,11 @@ pub struct AuditEvent {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub resource: String,
     /// `allowed` or `denied` (empty in an outcome record).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub decision: String,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub decision: Text,
     /// Reason code (empty in an outcome record).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub reason: String,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub reason: Text,
     /// Deciding policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_id: Option<String>,
@@ -131,7 +148,7 @@ pub struct AuditEvent {
     pub route: Option<String>,
     /// HTTP method (proxy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<Text>,
     /// Upstream status (proxy, when forwarded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
@@ -172,7 +189,7 @@ impl AuditEvent {
         source: Source,
         tenant: &str,
         request_id: &str,
-        reason: &str,
+        reason: &'static str,
         message: String,
     ) -> AuditEvent {
         let (time, time_ms) = now_stamp();
@@ -191,7 +208,7 @@ impl AuditEvent {
             action: String::new(),
             resource: String::new(),
             decision: "denied".into(),
-            reason: reason.to_string(),
+            reason: reason.into(),
             policy_id: None,
             message,
             enforced: true,
@@ -360,7 +377,7 @@ impl DecisionRecord {
 
     /// Records what became of the forwarded request: the upstream's status, or why there is
     /// none (`error`, a reason code), and the latency from the request's start.
-    pub fn finish(mut self, status: Option<u16>, error: Option<&str>, latency_us: u64) {
+    pub fn finish(mut self, status: Option<u16>, error: Option<&'static str>, latency_us: u64) {
         match std::mem::replace(&mut self.held, Held::Nothing) {
             Held::Nothing => {}
             Held::Slot { permit, mut event } => {
@@ -385,8 +402,8 @@ impl DecisionRecord {
                     token_id: None,
                     action: String::new(),
                     resource: String::new(),
-                    decision: String::new(),
-                    reason: error.unwrap_or_default().to_string(),
+                    decision: Text::Borrowed(""),
+                    reason: error.unwrap_or_default().into(),
                     policy_id: None,
                     message: String::new(),
                     enforced: decision.enforced,
@@ -741,6 +758,23 @@ fn stamp_millis(
     std::str::from_utf8(&out)
         .unwrap_or("1970-01-01T00:00:00.000Z")
         .to_owned()
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn a_standard_method_is_borrowed_an_extension_copied() {
+        for m in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+        ] {
+            let t = method_text(&http::Method::from_bytes(m.as_bytes()).unwrap());
+            assert!(matches!(t, Text::Borrowed(s) if s == m), "{m}");
+        }
+        let t = method_text(&http::Method::from_bytes(b"PROPFIND").unwrap());
+        assert!(matches!(t, Text::Owned(ref s) if s == "PROPFIND"));
+    }
 }
 
 #[cfg(test)]

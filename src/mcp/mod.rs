@@ -499,13 +499,13 @@ impl Mcp {
         let mut event = outcome.decision_event(
             sequential_id("aud_"),
             Source::Mcp,
-            &tenant,
+            tenant,
             request_id,
             (action.to_string(), resource.to_string()),
             enforced,
         );
         event.route = Some(ep.name.clone());
-        event.method = Some(method.as_str().to_string());
+        event.method = Some(crate::audit::method_text(method));
         event.mcp_method = (*method != Method::POST).then(|| method.as_str().to_string());
         event.latency_us = Some(log.started.elapsed().as_micros() as u64);
         event

@@ -226,13 +226,13 @@ impl Proxy {
             .unwrap_or_else(|| snapshot.config.tenant.clone());
         let event = (self.gw.audit.durability() != crate::config::Durability::Off).then(|| {
             Box::new(self.event(
-                &sequential_id("aud_"),
-                &tenant,
+                sequential_id("aud_"),
+                tenant,
                 request_id,
                 &outcome,
                 route,
                 &method,
-                &resource,
+                resource,
                 enforced,
                 started,
             ))
@@ -379,26 +379,26 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     fn event(
         &self,
-        id: &str,
-        tenant: &str,
+        id: String,
+        tenant: String,
         request_id: &str,
         outcome: &Outcome,
         route: &route::Route,
         method: &Method,
-        resource: &str,
+        resource: String,
         enforced: bool,
         started: Instant,
     ) -> AuditEvent {
         let mut event = outcome.decision_event(
-            id.to_string(),
+            id,
             Source::Proxy,
             tenant,
             request_id,
-            (route.action.clone(), resource.to_string()),
+            (route.action.clone(), resource),
             enforced,
         );
         event.route = Some(route.name.clone());
-        event.method = Some(method.as_str().to_string());
+        event.method = Some(crate::audit::method_text(method));
         event.latency_us = Some(started.elapsed().as_micros() as u64);
         event
     }

@@ -758,7 +758,7 @@ impl AuditRow {
             agent_id: e.agent_id,
             action: e.action,
             resource: e.resource,
-            decision: e.decision,
+            decision: e.decision.into_owned(),
             decision_id: e.decision_id,
             line: String::from_utf8_lossy(line).into_owned(),
         }
