@@ -42,11 +42,11 @@ fn event(i: u64) -> AuditEvent {
     );
     e.decision = if i % 100 == 7 { "denied" } else { "allowed" }.into();
     e.agent_id = Some(if i % 1_000_000 == 500_000 {
-        "agent_rare".to_string()
+        "agent_rare".into()
     } else {
-        format!("agent_{:04}", i % 1000)
+        format!("agent_{:04}", i % 1000).into()
     });
-    e.token_id = Some(format!("tok_{:06}", i % 100_000));
+    e.token_id = Some(format!("tok_{:06}", i % 100_000).into());
     e.action = ["read", "write", "delete"][(i % 3) as usize].into();
     e.resource = format!("api://crm/customers/{}", (i * 7919) % 100_000);
     e.route = Some("get-customer".into());

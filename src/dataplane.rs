@@ -251,7 +251,7 @@ impl DataPlane {
             .map_err(|e| Refused::Proxy(ProxyError::bad_request(e.to_string())))?;
         if let Some(ep) = snapshot.config.mcp.find(&path) {
             log.source = Source::Mcp;
-            log.route = Some(format!("mcp:{}", ep.name));
+            log.route = Some(format!("mcp:{}", ep.name).into());
             // Boxed: the MCP path's future is large, and a route request's future should not
             // carry its size (hyper moves each request's future into place).
             return Box::pin(
@@ -263,7 +263,7 @@ impl DataPlane {
         }
         if let Some(ep) = snapshot.config.mcp.find_metadata(&path) {
             log.source = Source::Mcp;
-            log.route = Some(format!("mcp:{}", ep.name));
+            log.route = Some(format!("mcp:{}", ep.name).into());
             return self.mcp.metadata(&req, ep, log).map_err(Refused::Mcp);
         }
         self.proxy
@@ -434,7 +434,7 @@ pub struct RequestLog<'g> {
     request_id: String,
     method: Method,
     /// The route's name (or `mcp:<endpoint>`), once known.
-    pub(crate) route: Option<String>,
+    pub(crate) route: Option<Arc<str>>,
     status: StatusCode,
     pub(crate) reason: &'static str,
     /// The request has its audit event (a decision record, or a refusal record).
@@ -482,7 +482,10 @@ impl<'g> RequestLog<'g> {
         message: String,
         claims: Option<&Claims>,
     ) -> AuditEvent {
-        let tenant = claims.map_or_else(|| self.gw.config().tenant.clone(), |c| c.tenant.clone());
+        let tenant = claims.map_or_else(
+            || self.gw.config().tenant.as_str().into(),
+            |c| Arc::clone(&c.tenant),
+        );
         let mut event = AuditEvent::refusal(
             sequential_id("aud_"),
             self.source,

@@ -482,15 +482,15 @@ pub struct Outcome {
     /// Human-readable explanation.
     pub message: String,
     /// Deciding policy.
-    pub policy_id: Option<String>,
+    pub policy_id: Option<Arc<str>>,
     /// The deciding policy's constraints (obligations when allowed).
     pub constraints: Option<Constraints>,
     /// The token's agent, when it verified.
-    pub agent_id: Option<String>,
+    pub agent_id: Option<Arc<str>>,
     /// The token's id, when it verified.
-    pub token_id: Option<String>,
+    pub token_id: Option<Arc<str>>,
     /// The token's tenant, when it verified.
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<Arc<str>>,
     /// Snapshot that decided.
     pub snapshot_version: u64,
 }
@@ -507,9 +507,9 @@ impl Outcome {
         &self,
         id: String,
         source: Source,
-        tenant: String,
+        tenant: Arc<str>,
         request_id: &str,
-        (action, resource): (String, String),
+        (action, resource): (Arc<str>, String),
         enforced: bool,
     ) -> audit::AuditEvent {
         let (time, time_ms) = audit::now_stamp();

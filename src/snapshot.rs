@@ -184,7 +184,7 @@ impl Snapshot {
             decision: decision.verdict().to_string(),
             reason: decision.reason.as_str().to_string(),
             message,
-            policy_id: decision.policy.map(|p| p.id.clone()),
+            policy_id: decision.policy.map(|p| p.id.to_string()),
             constraints: decision
                 .policy
                 .filter(|_| decision.is_allowed())
@@ -197,7 +197,7 @@ impl Snapshot {
             policies: crate::policy::explain(&self.policies, &who, query)
                 .into_iter()
                 .map(|line| CheckLine {
-                    id: line.policy.id.clone(),
+                    id: line.policy.id.to_string(),
                     name: line.policy.name.clone(),
                     effect: format!("{:?}", line.policy.effect).to_lowercase(),
                     source: line.policy.source.as_str().to_string(),
@@ -237,7 +237,7 @@ impl Snapshot {
         {
             return Err(Reason::TokenInvalid);
         }
-        if self.revoked.contains(claims.jti.as_str()) {
+        if self.revoked.contains(&*claims.jti) {
             return Err(Reason::TokenRevoked);
         }
         match self.agent(&claims.tenant, &claims.agent) {
@@ -246,7 +246,7 @@ impl Snapshot {
             Some(_) => {}
         }
         if let Some(t) = tenant
-            && t != claims.tenant
+            && t != &*claims.tenant
         {
             return Err(Reason::TenantMismatch);
         }

@@ -41,7 +41,7 @@ fn ask<'s>(set: &'s PolicySet, action: &str, resource: &str) -> Decision<'s> {
 }
 
 fn pid(d: &Decision<'_>) -> Option<String> {
-    d.policy.map(|p| p.id.clone())
+    d.policy.map(|p| p.id.to_string())
 }
 
 const SEED: &str = r#"{"name": "Customer Support Read Policy", "actions": ["read", "list"],

@@ -135,9 +135,9 @@ pub(super) async fn enforce(
     let mut event = outcome.decision_event(
         audit_id.clone(),
         Source::Enforce,
-        caller.tenant.clone(),
+        caller.tenant.as_str().into(),
         &request_id,
-        (action, resource),
+        (action.into(), resource),
         true,
     );
     event.latency_us = Some(started.elapsed().as_micros() as u64);

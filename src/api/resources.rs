@@ -214,7 +214,7 @@ fn validate_api_policy(input: &PolicyInput, tenant: &str, id: &str) -> Result<Po
 
 fn check_config_clash(gw: &Gateway, tenant: &str, id: &str, name: &str) -> Result<(), ApiError> {
     for cp in gw.config_policies(tenant) {
-        if cp.id == id {
+        if *cp.id == *id {
             return Err(ApiError::Conflict(format!(
                 "policy {id} is defined in the config file ({}); edit it there",
                 gw.config().origin
@@ -326,7 +326,7 @@ pub(super) async fn get_policy(
     if let Some(p) = gw
         .config_policies(&caller.tenant)
         .into_iter()
-        .find(|p| p.id == id)
+        .find(|p| *p.id == *id)
     {
         return Ok(Json(PolicyView {
             policy: p.clone(),
@@ -398,7 +398,7 @@ pub(super) async fn delete_policy(
     if gw
         .config_policies(&caller.tenant)
         .iter()
-        .any(|p| p.id == id)
+        .any(|p| *p.id == *id)
     {
         return Err(ApiError::Conflict(format!(
             "policy {id} is defined in the config file ({}); remove it there",
@@ -462,7 +462,7 @@ pub(super) async fn issue_token(
                 .policies
                 .policies()
                 .iter()
-                .any(|pol| pol.id == *id && pol.tenant == caller.tenant);
+                .any(|pol| *pol.id == **id && pol.tenant == caller.tenant);
             if !known {
                 p.push(
                     format!("policyIds[{i}]"),

@@ -760,13 +760,13 @@ impl AuditIndex {
 
 /// Every filter checked on the record itself.
 fn exact(e: &AuditEvent, tenant: &str, f: &AuditFilter) -> bool {
-    e.tenant_id == tenant
+    *e.tenant_id == *tenant
         && e.kind != EventKind::Outcome
         && f.agent_id
             .as_deref()
             .is_none_or(|a| e.agent_id.as_deref() == Some(a))
         && f.decision.as_deref().is_none_or(|d| e.decision == d)
-        && f.action.as_deref().is_none_or(|a| e.action == a)
+        && f.action.as_deref().is_none_or(|a| *e.action == *a)
         && f.resource.as_deref().is_none_or(|r| e.resource == r)
         && f.since_ms.is_none_or(|s| e.time_ms >= s)
         && f.until_ms.is_none_or(|u| e.time_ms < u)
@@ -816,9 +816,9 @@ mod tests {
             .into();
         e.agent_id = match rng.next() % 5 {
             0 => None,
-            n => Some(format!("agent_{n}")),
+            n => Some(format!("agent_{n}").into()),
         };
-        e.action = rng.pick(&["read", "write", "delete"]).to_string();
+        e.action = rng.pick(&["read", "write", "delete"]).into();
         e.resource = format!("api://crm/customers/{}", rng.next() % 50);
         // Roughly increasing, with jitter.
         e.time_ms = 1_000_000 + i as i64 * 10 - (rng.next() % 30) as i64;
@@ -917,7 +917,7 @@ mod tests {
                 },
             )
             .unwrap();
-        let want = all.iter().rev().find(|e| e.tenant_id == "t1").unwrap();
+        let want = all.iter().rev().find(|e| &*e.tenant_id == "t1").unwrap();
         assert_eq!(&last[0], want);
     }
 
@@ -1033,7 +1033,7 @@ mod tests {
                 String::new(),
             );
             d.decision = "allowed".into();
-            d.agent_id = Some(format!("agent_{i}"));
+            d.agent_id = Some(format!("agent_{i}").into());
             d
         };
         // More decisions than the mirrored tail holds: the oldest are only on disk.

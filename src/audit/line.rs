@@ -121,9 +121,9 @@ fn string(buf: &mut Vec<u8>, key: &[u8], s: &str) {
     escaped(buf, s);
 }
 
-fn opt_string(buf: &mut Vec<u8>, key: &[u8], s: &Option<String>) {
+fn opt_string(buf: &mut Vec<u8>, key: &[u8], s: &Option<impl AsRef<str>>) {
     if let Some(s) = s {
-        string(buf, key, s);
+        string(buf, key, s.as_ref());
     }
 }
 
@@ -261,9 +261,10 @@ mod tests {
             let [decision_id, agent_id, token_id, policy_id, route, method, upstream_error, mcp_method, tool, arguments_sha256] =
                 <[Option<String>; 10]>::try_from(opts).unwrap();
             AuditEvent {
-                seq, kind, id, decision_id, time, time_ms, tenant_id, source, request_id,
-                agent_id, token_id, action, resource, decision: decision.into(),
-                reason: reason.into(), policy_id, message, enforced, route,
+                seq, kind, id, decision_id, time, time_ms, tenant_id: tenant_id.into(), source,
+                request_id, agent_id: agent_id.map(Into::into), token_id: token_id.map(Into::into),
+                action: action.into(), resource, decision: decision.into(), reason: reason.into(),
+                policy_id: policy_id.map(Into::into), message, enforced, route: route.map(Into::into),
                 method: method.map(Into::into), upstream_status, upstream_error, latency_us: numbers[0],
                 snapshot_version, count: numbers[1], mcp_method, tool, arguments_sha256, arguments,
             }

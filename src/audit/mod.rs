@@ -112,20 +112,20 @@ pub struct AuditEvent {
     /// The same instant, Unix milliseconds.
     pub time_ms: i64,
     /// Tenant whose decision this was.
-    pub tenant_id: String,
+    pub tenant_id: Arc<str>,
     /// Proxy or enforce.
     pub source: Source,
     /// The caller's or actgate's request id.
     pub request_id: String,
     /// The token's agent, when a token verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_id: Option<String>,
+    pub agent_id: Option<Arc<str>>,
     /// The token's id (`jti`), when a token verified. Never the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_id: Option<String>,
+    pub token_id: Option<Arc<str>>,
     /// Action asked for (empty in an outcome record).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub action: String,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub action: Arc<str>,
     /// Resource asked for (empty in an outcome record).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub resource: String,
@@ -137,7 +137,7 @@ pub struct AuditEvent {
     pub reason: Text,
     /// Deciding policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_id: Option<String>,
+    pub policy_id: Option<Arc<str>>,
     /// Human-readable explanation (empty in an outcome record).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -145,7 +145,7 @@ pub struct AuditEvent {
     pub enforced: bool,
     /// Proxy route name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// HTTP method (proxy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<Text>,
@@ -200,12 +200,12 @@ impl AuditEvent {
             decision_id: None,
             time,
             time_ms,
-            tenant_id: tenant.to_string(),
+            tenant_id: tenant.into(),
             source,
             request_id: request_id.to_string(),
             agent_id: None,
             token_id: None,
-            action: String::new(),
+            action: "".into(),
             resource: String::new(),
             decision: "denied".into(),
             reason: reason.into(),
@@ -360,7 +360,7 @@ enum Held {
 
 struct Decided {
     id: String,
-    tenant_id: String,
+    tenant_id: Arc<str>,
     source: Source,
     request_id: String,
     enforced: bool,
@@ -400,7 +400,7 @@ impl DecisionRecord {
                     request_id: decision.request_id,
                     agent_id: None,
                     token_id: None,
-                    action: String::new(),
+                    action: "".into(),
                     resource: String::new(),
                     decision: Text::Borrowed(""),
                     reason: error.unwrap_or_default().into(),

@@ -46,7 +46,7 @@ fn producers(config: &Config) -> Vec<Producer> {
     for r in config.routes.routes() {
         out.push(Producer {
             what: format!("route {}", r.name),
-            action: r.action.clone(),
+            action: r.action.to_string(),
             resource: r.resource.source().to_string(),
             regex: r.resource.regex(),
             rows: r.rows.is_some(),

@@ -1662,12 +1662,12 @@ fn compile_routes(
         ) = (name, method, path, params, upstream, action, resource)
         {
             routes.push(Route {
-                name: name.to_string(),
+                name: name.into(),
                 method,
                 path: path.to_string(),
                 params,
                 upstream: upstream.to_string(),
-                action: action.to_string(),
+                action: action.into(),
                 resource,
                 rows,
                 recipient_fields: recipients.iter().map(|p| pointer_field(p)).collect(),

@@ -495,16 +495,16 @@ impl Mcp {
         let tenant = outcome
             .tenant_id
             .clone()
-            .unwrap_or_else(|| self.gw.config().tenant.clone());
+            .unwrap_or_else(|| self.gw.config().tenant.as_str().into());
         let mut event = outcome.decision_event(
             sequential_id("aud_"),
             Source::Mcp,
             tenant,
             request_id,
-            (action.to_string(), resource.to_string()),
+            (action.into(), resource.to_string()),
             enforced,
         );
-        event.route = Some(ep.name.clone());
+        event.route = Some(ep.name.as_str().into());
         event.method = Some(crate::audit::method_text(method));
         event.mcp_method = (*method != Method::POST).then(|| method.as_str().to_string());
         event.latency_us = Some(log.started.elapsed().as_micros() as u64);

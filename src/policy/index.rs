@@ -182,7 +182,10 @@ impl PolicySet {
             match policy.effect {
                 Effect::Deny => best_deny = best_deny.min(ordinal),
                 // A token narrowed to policyIds can only lose allows, never escape a deny.
-                Effect::Allow if who.policy_ids.is_some_and(|ids| !ids.contains(&policy.id)) => {}
+                Effect::Allow
+                    if who
+                        .policy_ids
+                        .is_some_and(|ids| !ids.iter().any(|i| **i == *policy.id)) => {}
                 Effect::Allow => {
                     if ordinal < best_allow {
                         if policy.constraints.check(query.action, &query.facts).is_ok() {

@@ -292,7 +292,9 @@ pub fn explain<'s>(
             let why = if !policy.covers_agent(who.agent) {
                 Why::OtherAgent
             } else if policy.effect == Effect::Allow
-                && who.policy_ids.is_some_and(|ids| !ids.contains(&policy.id))
+                && who
+                    .policy_ids
+                    .is_some_and(|ids| !ids.iter().any(|i| **i == *policy.id))
             {
                 Why::NotInToken
             } else if !policy.covers_action(query.action) {

@@ -4,6 +4,7 @@
 //! policies sent to `POST /v1/policies`, so both reject the same mistakes with the same words.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -92,7 +93,7 @@ pub struct PolicyInput {
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
     /// `pol_…`.
-    pub id: String,
+    pub id: Arc<str>,
     /// Owning tenant.
     #[serde(rename = "tenantId")]
     pub tenant: String,
@@ -474,7 +475,7 @@ pub fn validate_policy(
         return None;
     }
     Some(Policy {
-        id,
+        id: id.into(),
         tenant: tenant.to_string(),
         name,
         description: input.description.clone(),
@@ -643,7 +644,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.effect, Effect::Allow);
         assert_eq!(p.constraints.max_rows, Some(100));
-        assert_eq!(p.id, "pol_x");
+        assert_eq!(&*p.id, "pol_x");
     }
 
     #[test]

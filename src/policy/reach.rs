@@ -196,7 +196,9 @@ pub fn could_allow(
                 }
             }
             super::Effect::Allow => {
-                let narrowed_out = who.policy_ids.is_some_and(|ids| !ids.contains(&p.id));
+                let narrowed_out = who
+                    .policy_ids
+                    .is_some_and(|ids| !ids.iter().any(|i| **i == *p.id));
                 if !allowed && !narrowed_out && p.resources.iter().any(|g| meets(g)) {
                     allowed = true;
                 }

@@ -223,7 +223,7 @@ impl Proxy {
         let tenant = outcome
             .tenant_id
             .clone()
-            .unwrap_or_else(|| snapshot.config.tenant.clone());
+            .unwrap_or_else(|| snapshot.config.tenant.as_str().into());
         let event = (self.gw.audit.durability() != crate::config::Durability::Off).then(|| {
             Box::new(self.event(
                 sequential_id("aud_"),
@@ -260,7 +260,7 @@ impl Proxy {
                     ProxyError::Forbidden {
                         reason: outcome.reason,
                         message: outcome.message,
-                        policy_id: outcome.policy_id,
+                        policy_id: outcome.policy_id.map(|p| p.to_string()),
                     }
                 });
             }
@@ -380,7 +380,7 @@ impl Proxy {
     fn event(
         &self,
         id: String,
-        tenant: String,
+        tenant: Arc<str>,
         request_id: &str,
         outcome: &Outcome,
         route: &route::Route,

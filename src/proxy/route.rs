@@ -5,6 +5,7 @@
 //! proxy's canonical path check has already refused anything ambiguous in it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::Method;
 
@@ -243,7 +244,7 @@ pub enum RowSource {
 #[derive(Debug, Clone)]
 pub struct Route {
     /// Unique name; a metric label.
-    pub name: String,
+    pub name: Arc<str>,
     /// The one method it answers.
     pub method: Method,
     /// The path template as written.
@@ -253,7 +254,7 @@ pub struct Route {
     /// Name of the upstream it forwards to.
     pub upstream: String,
     /// The action it performs.
-    pub action: String,
+    pub action: Arc<str>,
     /// How the resource is built from the path.
     pub resource: ResourceTemplate,
     /// Where the row count comes from, for `maxRows`; `None` means the route cannot say, and
@@ -362,7 +363,7 @@ mod tests {
         ])
         .unwrap();
         let m = table.find(&Method::GET, "/crm/customers/42").unwrap();
-        assert_eq!(m.route.name, "one");
+        assert_eq!(&*m.route.name, "one");
         assert_eq!(m.route.resource.render(&m.values), "api://crm/customers/42");
         let m = table.find(&Method::GET, "/files/a/b").unwrap();
         assert_eq!(m.route.resource.render(&m.values), "api://files/a/b");

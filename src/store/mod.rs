@@ -173,9 +173,9 @@ impl TokenRecord {
     /// The record of a token just issued with `claims`.
     pub fn issued(claims: &crate::token::Claims) -> TokenRecord {
         TokenRecord {
-            id: claims.jti.clone(),
-            tenant: claims.tenant.clone(),
-            agent_id: claims.agent.clone(),
+            id: claims.jti.to_string(),
+            tenant: claims.tenant.to_string(),
+            agent_id: claims.agent.to_string(),
             policy_ids: claims.policy_ids.clone(),
             issued_at: claims.issued_at,
             expires_at: claims.expires_at,

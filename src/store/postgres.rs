@@ -747,7 +747,7 @@ impl AuditRow {
             seq: e.seq,
             prev_hash: rec.prev_hash,
             hash: hex::encode(crate::audit::log::line_hash(line)),
-            tenant: e.tenant_id,
+            tenant: e.tenant_id.to_string(),
             time_ms: e.time_ms,
             kind: match e.kind {
                 crate::audit::EventKind::Decision => "decision",
@@ -755,8 +755,8 @@ impl AuditRow {
                 crate::audit::EventKind::Summary => "summary",
             }
             .into(),
-            agent_id: e.agent_id,
-            action: e.action,
+            agent_id: e.agent_id.as_deref().map(str::to_owned),
+            action: e.action.to_string(),
             resource: e.resource,
             decision: e.decision.into_owned(),
             decision_id: e.decision_id,

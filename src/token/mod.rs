@@ -36,11 +36,11 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
     /// Token id (`tok_…`): what logs and audit records carry instead of the token.
-    pub jti: String,
+    pub jti: Arc<str>,
     /// Agent id.
-    pub agent: String,
+    pub agent: Arc<str>,
     /// Tenant id.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// Issued at, Unix seconds.
     pub issued_at: i64,
     /// Not before, Unix seconds.
@@ -179,9 +179,9 @@ fn verify(keys: &KeySet, published: &Published, token: &str) -> Result<Claims, R
         issued_at: time(&wire.iat)?,
         not_before: time(&wire.nbf)?,
         expires_at: time(&wire.exp)?,
-        jti: wire.jti,
-        agent: wire.sub,
-        tenant: wire.tid,
+        jti: wire.jti.into(),
+        agent: wire.sub.into(),
+        tenant: wire.tid.into(),
         policy_ids: wire.pol,
     })
 }
@@ -312,18 +312,18 @@ impl Tokens {
         let key = keys.signing.as_ref().ok_or(IssueError::NoSigningKey)?;
         let claims = Claims {
             kid: key.kid.clone(),
-            jti: crate::ids::new_id("tok_"),
-            agent: agent.to_string(),
-            tenant: tenant.to_string(),
+            jti: crate::ids::new_id("tok_").into(),
+            agent: agent.into(),
+            tenant: tenant.into(),
             issued_at: now,
             not_before: now,
             expires_at: now + ttl.as_secs() as i64,
             policy_ids,
         };
         let wire = WireClaims {
-            jti: claims.jti.clone(),
-            sub: claims.agent.clone(),
-            tid: claims.tenant.clone(),
+            jti: claims.jti.to_string(),
+            sub: claims.agent.to_string(),
+            tid: claims.tenant.to_string(),
             iat: rfc3339(claims.issued_at),
             nbf: rfc3339(claims.not_before),
             exp: rfc3339(claims.expires_at),
