@@ -251,7 +251,7 @@ impl DataPlane {
             .map_err(|e| Refused::Proxy(ProxyError::bad_request(e.to_string())))?;
         if let Some(ep) = snapshot.config.mcp.find(&path) {
             log.source = Source::Mcp;
-            log.route = Some(format!("mcp:{}", ep.name).into());
+            log.route = Some(Arc::clone(&ep.log_route));
             // Boxed: the MCP path's future is large, and a route request's future should not
             // carry its size (hyper moves each request's future into place).
             return Box::pin(
@@ -263,7 +263,7 @@ impl DataPlane {
         }
         if let Some(ep) = snapshot.config.mcp.find_metadata(&path) {
             log.source = Source::Mcp;
-            log.route = Some(format!("mcp:{}", ep.name).into());
+            log.route = Some(Arc::clone(&ep.log_route));
             return self.mcp.metadata(&req, ep, log).map_err(Refused::Mcp);
         }
         self.proxy
@@ -489,7 +489,7 @@ impl<'g> RequestLog<'g> {
         let mut event = AuditEvent::refusal(
             sequential_id("aud_"),
             self.source,
-            &tenant,
+            tenant,
             &self.request_id,
             reason,
             message,

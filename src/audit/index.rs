@@ -810,10 +810,7 @@ mod tests {
             rng.pick(&["policy_allow", "no_matching_policy"]),
             String::new(),
         );
-        e.decision = rng
-            .pick(&["allowed", "denied", "allowed"])
-            .to_string()
-            .into();
+        e.decision = rng.pick(&["allowed", "denied", "allowed"]).into();
         e.agent_id = match rng.next() % 5 {
             0 => None,
             n => Some(format!("agent_{n}").into()),

@@ -187,7 +187,7 @@ impl AuditEvent {
     pub fn refusal(
         id: String,
         source: Source,
-        tenant: &str,
+        tenant: impl Into<Arc<str>>,
         request_id: &str,
         reason: &'static str,
         message: String,
@@ -402,7 +402,7 @@ impl DecisionRecord {
                     token_id: None,
                     action: "".into(),
                     resource: String::new(),
-                    decision: Text::Borrowed(""),
+                    decision: "".into(),
                     reason: error.unwrap_or_default().into(),
                     policy_id: None,
                     message: String::new(),

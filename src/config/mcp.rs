@@ -167,6 +167,7 @@ pub(super) fn compile(
         if let (Some(name), Some(path), Some(upstream)) = (name, path, upstream) {
             out.push(McpEndpoint {
                 name: name.to_string(),
+                log_route: format!("mcp:{name}").into(),
                 path: path.to_string(),
                 upstream: upstream.to_string(),
                 tools,

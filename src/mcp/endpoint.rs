@@ -4,6 +4,7 @@
 //! snapshot. A tool not listed maps to action `call` and resource `mcp://<name>/tools/<tool>`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::proxy::route::{Mode, ResourceTemplate};
@@ -38,6 +39,9 @@ pub struct ToolMapping {
 pub struct McpEndpoint {
     /// Name: the `<name>` of default resources (`mcp://<name>/tools/<tool>`), a metric label.
     pub name: String,
+    /// `mcp:<name>`: the route of its requests in the request log, metrics and refusal
+    /// records, made once here rather than per request.
+    pub log_route: Arc<str>,
     /// The path agents connect to on the proxy listener, e.g. `/mcp/crm`.
     pub path: String,
     /// The upstream's name (an HTTP MCP endpoint or a stdio command).

@@ -220,11 +220,11 @@ impl Proxy {
             || outcome.reason.fails_closed_always();
 
         // 5. audit
-        let tenant = outcome
-            .tenant_id
-            .clone()
-            .unwrap_or_else(|| snapshot.config.tenant.as_str().into());
         let event = (self.gw.audit.durability() != crate::config::Durability::Off).then(|| {
+            let tenant = outcome
+                .tenant_id
+                .clone()
+                .unwrap_or_else(|| snapshot.config.tenant.as_str().into());
             Box::new(self.event(
                 sequential_id("aud_"),
                 tenant,
