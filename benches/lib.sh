@@ -7,9 +7,22 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# The Cerbos policy decision point (the peer stack's PDP): the official binary, which Cerbos
+# publishes on npm as a per-platform package, installed under target/ so it is fetched once.
+CERBOS_VERSION=0.51.0
+BENCH_TOOLS=${BENCH_TOOLS:-$(pwd)/target/bench-tools}
+CERBOS=$BENCH_TOOLS/node_modules/@cerbos/cerbos-linux-$(uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/')/cerbos-linux-$(uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/')
+
+debs_now() { # package... (installed at once: what a later install step needs)
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # Installs what a bench runs and is missing, on a fresh machine: nginx, wrk, njs and valgrind
-# from Debian, oha from crates.io (a cargo build: not while another bench is running).
-need_tools() { # nginx wrk oha njs valgrind ...
+# from Debian, oha from crates.io (a cargo build: not while another bench is running), cerbos
+# from npm.
+need_tools() { # nginx wrk oha njs valgrind cerbos ...
   local sudo="" debs=() t
   [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
   for t in "$@"; do
@@ -17,6 +30,12 @@ need_tools() { # nginx wrk oha njs valgrind ...
       nginx) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || debs+=(nginx) ;;
       njs) [ -f "$NJS_MODULE" ] || debs+=(libnginx-mod-http-js) ;;
       oha) command -v oha >/dev/null || { echo "== installing oha (crates.io)" >&2; cargo install oha --locked --quiet; } ;;
+      cerbos) [ -x "$CERBOS" ] || {
+          echo "== installing cerbos $CERBOS_VERSION (npm, into $BENCH_TOOLS)" >&2
+          command -v npm >/dev/null || debs_now nodejs npm
+          npm install --prefix "$BENCH_TOOLS" --no-audit --no-fund --silent "cerbos@$CERBOS_VERSION" >&2
+          [ -x "$CERBOS" ] || { echo "npm installed no cerbos binary at $CERBOS" >&2; exit 1; }
+        } ;;
       *) command -v "$t" >/dev/null || debs+=("$t") ;;
     esac
   done

@@ -15,10 +15,12 @@
 #   actgate-strict  actgate with audit.durability strict (group commit: each answer waits for its fsync)
 #   enforce         POST /v1/enforce (audit batched): the decision API alone, no upstream
 #   enforce-noaudit POST /v1/enforce with audit off
-#   peer-njs        the stack a user would assemble instead: nginx + njs auth_request calling a
-#                   decision service per request (actgate's /v1/enforce stands in for Cerbos,
-#                   which cannot be installed on this machine); nginx and the decision service
-#                   both pinned to the proxy core, their CPU added
+#   peer-cerbos     the stack a user would assemble instead: nginx + njs auth_request asking a
+#                   Cerbos PDP (the official binary, from npm) per request; Cerbos verifies the
+#                   agent's token (an Ed25519 JWT) and decides by a resource policy. nginx and
+#                   Cerbos both pinned to the proxy core, their CPU added
+#   peer-njs        the same nginx + njs stack with actgate's /v1/enforce as its decision service
+#   cerbos-check    POST Cerbos's check API (/api/check/resources) alone: what `enforce` is to it
 # The proxy under test is pinned to core 0 (taskset), load generator and upstream to core 1.
 # Then: open-loop latency (oha, --latency-correction) at half of nginx's peak rate for
 # direct, nginx and actgate; idle and peak RSS; and a flood of distinct forged tokens beside
@@ -35,7 +37,7 @@ PROXY_CPU=${PROXY_CPU:-0}
 OTHER_CPU=${OTHER_CPU:-1}
 
 . benches/lib.sh   # need_tools, NJS_MODULE, median, paired; the other definitions below are this harness's own
-need_tools nginx wrk oha njs
+need_tools nginx wrk oha njs cerbos
 
 echo "== building actgate (release)"
 cargo build --release --quiet
@@ -46,7 +48,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$WORK/up/nginx.pid" ] && kill "$(cat "$WORK/up/nginx.pid")" 2>/dev/null || true
-  for d in px peer px2; do
+  for d in px peer peer2 px2; do
     [ -f "$WORK/$d/nginx.pid" ] && kill "$(cat "$WORK/$d/nginx.pid")" 2>/dev/null || true
   done
   sleep 0.3
@@ -171,6 +173,114 @@ sleep 0.3
 PEER_PID=$(pgrep -P "$(cat "$WORK/peer/nginx.pid")" | head -1)
 check=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat "$WORK/actgate/token")" "http://$PEER/crm/customers/42")
 [ "$check" = 200 ] || { echo "the peer stack answers $check, not 200"; cat "$WORK/peer/error.log"; exit 1; }
+# The peer stack with Cerbos: nginx + njs auth_request -> Cerbos's check API -> upstream.
+# The agent carries an Ed25519-signed JWT (minted here with openssl; Cerbos verifies it
+# against a local key set, as it would a JWKS); njs takes the principal from the token's
+# `sub`, the action from the method and the resource from the path, and turns Cerbos's answer
+# into allow (204), deny (403) or a bad token (401). Cerbos's own decision log is off and
+# nginx logs nothing: the peer keeps no audit trail, so it does less per request than actgate.
+CB="$WORK/cerbos"; mkdir -p "$CB/policies" "$WORK/peer2/tmp"
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+openssl genpkey -algorithm ed25519 -out "$CB/key.pem" 2>/dev/null
+printf '{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"bench","alg":"EdDSA","use":"sig","x":"%s"}]}' \
+  "$(openssl pkey -in "$CB/key.pem" -pubout -outform DER | tail -c 32 | b64url)" > "$CB/jwks.json"
+mint_jwt() { # sub -> a JWT signed by the bench key, valid for an hour
+  local h p
+  h=$(printf '{"alg":"EdDSA","typ":"JWT","kid":"bench"}' | b64url)
+  p=$(printf '{"sub":"%s","iss":"bench","exp":%d}' "$1" $(( $(date +%s) + 3600 )) | b64url)
+  printf '%s.%s' "$h" "$p" > "$CB/signing-input"
+  echo "$h.$p.$(openssl pkeyutl -sign -inkey "$CB/key.pem" -rawin -in "$CB/signing-input" | b64url)"
+}
+mint_jwt agent_bench > "$CB/token"
+cat > "$CB/policies/customer.yaml" <<'POLICY'
+apiVersion: api.cerbos.dev/v1
+resourcePolicy:
+  version: default
+  resource: customer
+  rules:
+    - actions: [read]
+      effect: EFFECT_ALLOW
+      roles: [agent]
+      condition:
+        match:
+          expr: request.aux_data.jwt.sub == request.principal.id
+POLICY
+CERBOS_ADDR=127.0.0.1:18005
+cat > "$CB/config.yaml" <<CONF
+server: { httpListenAddr: "$CERBOS_ADDR", grpcListenAddr: "127.0.0.1:18006" }
+storage: { driver: disk, disk: { directory: "$CB/policies", watchForChanges: false } }
+auxData: { jwt: { keySets: [ { id: bench, local: { file: "$CB/jwks.json" } } ] } }
+audit: { enabled: false }
+telemetry: { disabled: true }
+CONF
+OTEL_SDK_DISABLED=true taskset -c "$PROXY_CPU" "$CERBOS" server --config "$CB/config.yaml" --log-level=warn >"$CB/log" 2>&1 &
+CERBOS_PID=$!; PIDS+=("$CERBOS_PID")
+for _ in $(seq 100); do curl -sf "http://$CERBOS_ADDR/_cerbos/health" >/dev/null && break; sleep 0.1; done
+PEER2=127.0.0.1:18007
+cat > "$WORK/peer2/peer.js" <<'JS'
+async function authorize(r) {
+  const auth = r.headersIn['Authorization'] || '';
+  if (!auth.startsWith('Bearer ')) { r.return(401); return; }
+  const token = auth.slice(7);
+  let sub;
+  try { sub = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()).sub; } catch (e) { r.return(401); return; }
+  // (the main request's method: the auth subrequest's own r.method is always GET)
+  const action = { GET: 'read', HEAD: 'read', DELETE: 'delete', POST: 'create', PUT: 'update', PATCH: 'update' }[r.variables.request_method] || 'unknown';
+  const id = r.variables.request_uri.split('?')[0].split('/').pop();
+  const body = JSON.stringify({
+    principal: { id: String(sub), roles: ['agent'] },
+    resources: [{ actions: [action], resource: { kind: 'customer', id: id } }],
+    auxData: { jwt: { token: token, keySetId: 'bench' } },
+  });
+  const reply = await r.subrequest('/_check', { method: 'POST', body: body });
+  if (reply.status == 400) { r.return(401); return; }
+  if (reply.status != 200) { r.return(503); return; }
+  r.return(JSON.parse(reply.responseText).results[0].actions[action] === 'EFFECT_ALLOW' ? 204 : 403);
+}
+export default { authorize };
+JS
+cat > "$WORK/peer2/nginx.conf" <<NGINX_CONF
+load_module $NJS_MODULE;
+worker_processes 1;
+daemon on;
+pid $WORK/peer2/nginx.pid;
+error_log $WORK/peer2/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/peer2/tmp; proxy_temp_path $WORK/peer2/tmp; fastcgi_temp_path $WORK/peer2/tmp;
+  uwsgi_temp_path $WORK/peer2/tmp; scgi_temp_path $WORK/peer2/tmp;
+  keepalive_requests 1000000;
+  js_import peer from $WORK/peer2/peer.js;
+  upstream backend { server $UP; keepalive 128; }
+  upstream pdp { server $CERBOS_ADDR; keepalive 128; }
+  server {
+    listen $PEER2 backlog=4096;
+    location / { auth_request /_auth; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location = /_auth { internal; js_content peer.authorize; }
+    location = /_check {
+      internal;
+      proxy_pass http://pdp/api/check/resources; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Content-Type application/json;
+    }
+  }
+}
+NGINX_CONF
+taskset -c "$PROXY_CPU" "$NGINX" -c "$WORK/peer2/nginx.conf" -p "$WORK/peer2" 2>/dev/null
+sleep 0.3
+PEER2_PID=$(pgrep -P "$(cat "$WORK/peer2/nginx.pid")" | head -1)
+# The peer stack must really decide before it is timed: the token's agent may read, may not
+# delete, a forged or missing token is refused; a token of another agent (also an `agent`)
+# may read, as in actgate's policy.
+JWT=$(cat "$CB/token"); at=$(( ${#JWT} - 20 ))   # one character of the signature changed
+FORGED_JWT=${JWT:0:at}$([ "${JWT:at:1}" = A ] && echo B || echo A)${JWT:at+1}
+for probe in "GET $(cat "$CB/token") 200" "DELETE $(cat "$CB/token") 403" "GET $FORGED_JWT 401" "GET - 401" \
+             "GET $(mint_jwt agent_other) 200"; do
+  read -r m t want <<<"$probe"
+  hdr=(); [ "$t" != - ] && hdr=(-H "Authorization: Bearer $t")
+  got=$(curl -s -o /dev/null -w '%{http_code}' -X "$m" "${hdr[@]}" "http://$PEER2/crm/customers/42")
+  [ "$got" = "$want" ] || { echo "the Cerbos peer stack answers $got to $m with token ${t:0:12}…, not $want"; cat "$WORK/peer2/error.log" "$CB/log"; exit 1; }
+done
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 IDLE_RSS=$(rss_kib "$(cat "$WORK/actgate/pid")")
@@ -190,6 +300,8 @@ target() {
     enforce) echo "http://127.0.0.1:18011/v1/enforce ENFORCE $(cat "$WORK/actgate/pid") $(cat "$WORK/actgate/token")" ;;
     enforce-noaudit) echo "http://127.0.0.1:18021/v1/enforce ENFORCE $(cat "$WORK/noaudit/pid") $(cat "$WORK/noaudit/token")" ;;
     peer-njs) echo "http://$PEER/crm/customers/42 GET $PEER_PID,$(cat "$WORK/actgate/pid") $(cat "$WORK/actgate/token")" ;;
+    peer-cerbos) echo "http://$PEER2/crm/customers/42 GET $PEER2_PID,$CERBOS_PID $(cat "$CB/token")" ;;
+    cerbos-check) echo "http://$CERBOS_ADDR/api/check/resources CERBOS $CERBOS_PID $(cat "$CB/token")" ;;
   esac
 }
 
@@ -200,6 +312,10 @@ if os.getenv("WRK_METHOD") == "ENFORCE" then
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["X-Api-Key"] = os.getenv("WRK_KEY")
   wrk.body = '{"capabilityToken":"' .. token .. '","action":"read","resourceId":"api://crm/customers/42"}'
+elseif os.getenv("WRK_METHOD") == "CERBOS" then
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.body = '{"principal":{"id":"agent_bench","roles":["agent"]},"resources":[{"actions":["read"],"resource":{"kind":"customer","id":"42"}}],"auxData":{"jwt":{"token":"' .. token .. '","keySetId":"bench"}}}'
 else
   wrk.method = os.getenv("WRK_METHOD") or "GET"
   if token ~= "" then wrk.headers["Authorization"] = "Bearer " .. token end
@@ -227,7 +343,7 @@ run_wrk() { # contender → "rps cpu_us_per_req"
   echo "$rps $cpu"
 }
 
-CONTENDERS=(direct nginx actgate actgate-noaudit actgate-nocache actgate-deny actgate-strict enforce enforce-noaudit peer-njs)
+CONTENDERS=(direct nginx actgate actgate-noaudit actgate-nocache actgate-deny actgate-strict enforce enforce-noaudit cerbos-check peer-cerbos peer-njs)
 declare -A RPS CPU
 echo "== throughput: wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS rounds, contenders alternating"
 for r in $(seq "$ROUNDS"); do
@@ -384,7 +500,9 @@ TABLE=$(
   r=$((HWM_64 / 1024)); echo "| peak RSS under $CONNS connections | ≤ 60 MiB | $r MiB | $(met "$r" "<=" 60) |"
   r=$(ratio "${MRPS[enforce]}" "${MRPS[enforce-noaudit]}"); echo "| /v1/enforce, audit batched vs off | ≥ 0.80 | $r | $(met "$r" ">=" 0.8) |"
   r=$(paired "${RPS[enforce]}" "${RPS[enforce-noaudit]}" ratio); echo "| (beside it) /v1/enforce batched vs off, median of the rounds' paired ratios | – | $r | – |"
-  r=$(ratio "${MRPS[actgate]}" "${MRPS[peer-njs]}"); echo "| actgate vs the peer stack (nginx + njs auth_request + a PDP) | ahead | ${r}× | $(met "$r" ">=" 1) |"
+  r=$(ratio "${MRPS[actgate]}" "${MRPS[peer-cerbos]}"); echo "| actgate vs the peer stack (nginx + njs auth_request + Cerbos) | ahead | ${r}× | $(met "$r" ">=" 1) |"
+  r=$(ratio "${MRPS[enforce]}" "${MRPS[cerbos-check]}"); echo "| /v1/enforce (audit batched) vs Cerbos's check API | ahead | ${r}× | $(met "$r" ">=" 1) |"
+  r=$(ratio "${MRPS[actgate]}" "${MRPS[peer-njs]}"); echo "| (beside it) actgate vs nginx + njs auth_request + actgate's /v1/enforce | – | ${r}× | – |"
 )
 echo
 echo "$TABLE"
