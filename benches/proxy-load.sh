@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # actgate under load, side by side with nginx, on one machine, in one run.
 #
-#   benches/proxy-load.sh            # full run (~8 min), prints the table, writes target/BENCHMARKS.latest.md
+#   benches/proxy-load.sh            # full run (~10 min), prints the table, writes target/BENCHMARKS.latest.md
 #                                    # (BENCHMARKS.md holds a curated run with its reading)
 #   QUICK=1 benches/proxy-load.sh    # 3 s runs, 1 round (smoke)
 #
