@@ -33,7 +33,7 @@ need_tools() { # nginx wrk oha njs valgrind cerbos ...
       cerbos) [ -x "$CERBOS" ] || {
           echo "== installing cerbos $CERBOS_VERSION (npm, into $BENCH_TOOLS)" >&2
           command -v npm >/dev/null || debs_now nodejs npm
-          npm install --prefix "$BENCH_TOOLS" --no-audit --no-fund --silent "cerbos@$CERBOS_VERSION" >&2
+          npm install --prefix "$BENCH_TOOLS" --no-audit --no-fund --ignore-scripts --silent "cerbos@$CERBOS_VERSION" >&2
           [ -x "$CERBOS" ] || { echo "npm installed no cerbos binary at $CERBOS" >&2; exit 1; }
         } ;;
       *) command -v "$t" >/dev/null || debs+=("$t") ;;
