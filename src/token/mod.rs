@@ -530,6 +530,40 @@ mod tests {
         }
     }
 
+    /// A verifier that caches by signature (Cerbos 0.51 does, for JWTs) accepts any claims
+    /// under a signature it has seen. Ours is keyed by the whole token: once the real token is
+    /// cached, the same token with another agent's claims and the real signature is refused,
+    /// and takes no cache slot.
+    #[test]
+    fn claims_changed_under_a_cached_signature_are_refused() {
+        let t = tokens();
+        let now = now_unix();
+        let (token, _) = t
+            .issue("agent_1", "t", Duration::from_secs(600), None, now)
+            .unwrap();
+        assert_eq!(&*t.authenticate_blocking(&token).unwrap().agent, "agent_1");
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = token.split('.').collect();
+        let message = b64.decode(parts[2]).unwrap();
+        let (payload, signature) = message.split_at(message.len() - 64);
+        let claims = std::str::from_utf8(payload).unwrap();
+        assert!(claims.contains("\"sub\":\"agent_1\""), "{claims}");
+        let mut swapped = claims
+            .replace("\"sub\":\"agent_1\"", "\"sub\":\"agent_2\"")
+            .into_bytes();
+        swapped.extend_from_slice(signature);
+        let forged = format!(
+            "{}.{}.{}.{}",
+            parts[0],
+            parts[1],
+            b64.encode(&swapped),
+            parts[3]
+        );
+        assert_eq!(t.authenticate_blocking(&forged), Err(Reason::TokenInvalid));
+        assert_eq!(t.cache.len(), 1, "the forged token took a cache slot");
+        assert_eq!(&*t.authenticate_blocking(&token).unwrap().agent, "agent_1");
+    }
+
     #[test]
     fn rotation_keeps_old_tokens_valid() {
         let tmp = tempfile::tempdir().unwrap();
