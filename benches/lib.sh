@@ -13,6 +13,11 @@ CERBOS_VERSION=0.51.0
 BENCH_TOOLS=${BENCH_TOOLS:-$(pwd)/target/bench-tools}
 CERBOS=$BENCH_TOOLS/node_modules/@cerbos/cerbos-linux-$(uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/')/cerbos-linux-$(uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/')
 
+# Cerbos's Python SDK (its generated protobufs) and grpcio, for the gRPC load client
+# (benches/cerbos_grpc_load.py), in a virtualenv under target/ as well.
+CERBOS_PY=$BENCH_TOOLS/venv/bin/python
+CERBOS_PY_PACKAGES="cerbos==0.16.1 grpcio==1.85.3"
+
 debs_now() { # package... (installed at once: what a later install step needs)
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
   $sudo apt-get update -qq
@@ -22,7 +27,7 @@ debs_now() { # package... (installed at once: what a later install step needs)
 # Installs what a bench runs and is missing, on a fresh machine: nginx, wrk, njs and valgrind
 # from Debian, oha from crates.io (a cargo build: not while another bench is running), cerbos
 # from npm.
-need_tools() { # nginx wrk oha njs valgrind cerbos ...
+need_tools() { # nginx wrk oha njs valgrind cerbos cerbos-py ...
   local sudo="" debs=() t
   [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
   for t in "$@"; do
@@ -30,6 +35,12 @@ need_tools() { # nginx wrk oha njs valgrind cerbos ...
       nginx) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || debs+=(nginx) ;;
       njs) [ -f "$NJS_MODULE" ] || debs+=(libnginx-mod-http-js) ;;
       oha) command -v oha >/dev/null || { echo "== installing oha (crates.io)" >&2; cargo install oha --locked --quiet; } ;;
+      cerbos-py) "$CERBOS_PY" -c 'import cerbos.request.v1.request_pb2, grpc' 2>/dev/null || {
+          echo "== installing $CERBOS_PY_PACKAGES (PyPI, into $BENCH_TOOLS/venv)" >&2
+          python3 -m venv "$BENCH_TOOLS/venv" 2>/dev/null || { debs_now python3-venv; python3 -m venv "$BENCH_TOOLS/venv"; }
+          # shellcheck disable=SC2086
+          "$BENCH_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check $CERBOS_PY_PACKAGES >&2
+        } ;;
       cerbos) [ -x "$CERBOS" ] || {
           echo "== installing cerbos $CERBOS_VERSION (npm, into $BENCH_TOOLS)" >&2
           command -v npm >/dev/null || debs_now nodejs npm
