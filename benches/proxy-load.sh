@@ -126,6 +126,39 @@ start_actgate noaudit 18020 "audit: { durability: off }"
 start_actgate nocache 18030 "tokens: { cacheCapacity: 0 }"
 start_actgate strict 18040 "audit: { durability: strict }"
 
+# nginx + njs as a peer stack's front: auth_request to dir/peer.js's `authorize`, which asks
+# the decision service (upstream `pdp`) through the internal location it is given, then
+# proxies to the upstream. Pinned to the proxy's core; prints its worker's pid.
+peer_nginx() { # dir listen pdp-address internal-location-block
+  local d=$1
+  cat > "$d/nginx.conf" <<NGINX_CONF
+load_module $NJS_MODULE;
+worker_processes 1;
+daemon on;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
+  uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
+  keepalive_requests 1000000;
+  js_import peer from $d/peer.js;
+  upstream backend { server $UP; keepalive 128; }
+  upstream pdp { server $3; keepalive 128; }
+  server {
+    listen $2 backlog=4096;
+    location / { auth_request /_auth; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location = /_auth { internal; js_content peer.authorize; }
+    $4
+  }
+}
+NGINX_CONF
+  taskset -c "$PROXY_CPU" "$NGINX" -c "$d/nginx.conf" -p "$d" 2>/dev/null
+  sleep 0.3
+  pgrep -P "$(cat "$d/nginx.pid")" | head -1
+}
+
 # The peer stack: nginx + njs auth_request -> a decision service (/v1/enforce of the `actgate`
 # instance) -> upstream. njs turns the request into a decision call and the answer into allow
 # (204) or deny (403), as a user wiring nginx to a PDP (Cerbos, OPA) would.
@@ -143,36 +176,11 @@ async function authorize(r) {
 }
 export default { authorize };
 JS
-cat > "$WORK/peer/nginx.conf" <<EOF
-load_module $NJS_MODULE;
-worker_processes 1;
-daemon on;
-pid $WORK/peer/nginx.pid;
-error_log $WORK/peer/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/peer/tmp; proxy_temp_path $WORK/peer/tmp; fastcgi_temp_path $WORK/peer/tmp;
-  uwsgi_temp_path $WORK/peer/tmp; scgi_temp_path $WORK/peer/tmp;
-  keepalive_requests 1000000;
-  js_import peer from $WORK/peer/peer.js;
-  upstream backend { server $UP; keepalive 128; }
-  upstream pdp { server 127.0.0.1:18011; keepalive 128; }
-  server {
-    listen $PEER backlog=4096;
-    location / { auth_request /_auth; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    location = /_auth { internal; js_content peer.authorize; }
-    location = /_enforce {
+PEER_PID=$(peer_nginx "$WORK/peer" "$PEER" 127.0.0.1:18011 "location = /_enforce {
       internal;
-      proxy_pass http://pdp/v1/enforce; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_pass http://pdp/v1/enforce; proxy_http_version 1.1; proxy_set_header Connection \"\";
       proxy_set_header Content-Type application/json; proxy_set_header X-Api-Key $KEY;
-    }
-  }
-}
-EOF
-taskset -c "$PROXY_CPU" "$NGINX" -c "$WORK/peer/nginx.conf" -p "$WORK/peer" 2>/dev/null
-sleep 0.3
-PEER_PID=$(pgrep -P "$(cat "$WORK/peer/nginx.pid")" | head -1)
+    }")
 check=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat "$WORK/actgate/token")" "http://$PEER/crm/customers/42")
 [ "$check" = 200 ] || { echo "the peer stack answers $check, not 200"; cat "$WORK/peer/error.log"; exit 1; }
 # The peer stack with Cerbos: nginx + njs auth_request -> Cerbos's check API -> upstream.
@@ -245,36 +253,11 @@ async function authorize(r) {
 }
 export default { authorize };
 JS
-cat > "$WORK/peer2/nginx.conf" <<NGINX_CONF
-load_module $NJS_MODULE;
-worker_processes 1;
-daemon on;
-pid $WORK/peer2/nginx.pid;
-error_log $WORK/peer2/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/peer2/tmp; proxy_temp_path $WORK/peer2/tmp; fastcgi_temp_path $WORK/peer2/tmp;
-  uwsgi_temp_path $WORK/peer2/tmp; scgi_temp_path $WORK/peer2/tmp;
-  keepalive_requests 1000000;
-  js_import peer from $WORK/peer2/peer.js;
-  upstream backend { server $UP; keepalive 128; }
-  upstream pdp { server $CERBOS_ADDR; keepalive 128; }
-  server {
-    listen $PEER2 backlog=4096;
-    location / { auth_request /_auth; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    location = /_auth { internal; js_content peer.authorize; }
-    location = /_check {
+PEER2_PID=$(peer_nginx "$WORK/peer2" "$PEER2" "$CERBOS_ADDR" 'location = /_check {
       internal;
       proxy_pass http://pdp/api/check/resources; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Content-Type application/json;
-    }
-  }
-}
-NGINX_CONF
-taskset -c "$PROXY_CPU" "$NGINX" -c "$WORK/peer2/nginx.conf" -p "$WORK/peer2" 2>/dev/null
-sleep 0.3
-PEER2_PID=$(pgrep -P "$(cat "$WORK/peer2/nginx.pid")" | head -1)
+    }')
 # The peer stack must really decide before it is timed: the token's agent may read, may not
 # delete, a forged or missing token is refused; a token of another agent (also an `agent`)
 # may read, as in actgate's policy.
