@@ -483,7 +483,7 @@ impl<'g> RequestLog<'g> {
         claims: Option<&Claims>,
     ) -> AuditEvent {
         let tenant = claims.map_or_else(
-            || self.gw.config().tenant.as_str().into(),
+            || Arc::clone(&self.gw.config().tenant),
             |c| Arc::clone(&c.tenant),
         );
         let mut event = AuditEvent::refusal(

@@ -249,7 +249,7 @@ impl Gateway {
         let rec = ApiKeyRecord {
             id: crate::ids::new_id("key_"),
             hash: crate::apikey::hash_key(&key),
-            tenant: config.tenant.clone(),
+            tenant: config.tenant.to_string(),
             name: "generated-admin".into(),
             role: crate::store::Role::Admin,
             agents: None,

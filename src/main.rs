@@ -732,7 +732,7 @@ async fn issue_token(
     let from_config = config
         .agents
         .iter()
-        .find(|a| a.id == agent && a.tenant == config.tenant)
+        .find(|a| a.id == agent && *a.tenant == *config.tenant)
         .map(actgate::store::Agent::from_config);
     let found = match from_config {
         Some(a) => Ok(Some(a)),

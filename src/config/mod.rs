@@ -390,8 +390,9 @@ pub struct Config {
     pub store: StoreSettings,
     /// Store, keys and audit log live here.
     pub data_dir: PathBuf,
-    /// Tenant of config-defined keys and policies.
-    pub tenant: String,
+    /// Tenant of config-defined keys and policies, and of records made before a token names
+    /// one (shared: a refusal's record takes a reference, not a copy).
+    pub tenant: Arc<str>,
     /// Configured API keys.
     pub api_keys: Vec<ApiKeyConfig>,
     /// Control-plane options.
@@ -560,7 +561,7 @@ impl Config {
             listen,
             store,
             data_dir: PathBuf::from(data_dir),
-            tenant,
+            tenant: tenant.into(),
             api_keys,
             api,
             agents,
@@ -1762,7 +1763,7 @@ mod tests {
     fn empty_config_gets_defaults() {
         let c = Config::parse("", "test").unwrap();
         assert_eq!(c.listen.proxy.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.tenant, "default-tenant");
+        assert_eq!(&*c.tenant, "default-tenant");
         assert_eq!(c.tokens.max_ttl, Duration::from_secs(86400));
     }
 

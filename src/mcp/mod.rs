@@ -495,7 +495,7 @@ impl Mcp {
         let tenant = outcome
             .tenant_id
             .clone()
-            .unwrap_or_else(|| self.gw.config().tenant.as_str().into());
+            .unwrap_or_else(|| Arc::clone(&self.gw.config().tenant));
         let mut event = outcome.decision_event(
             sequential_id("aud_"),
             Source::Mcp,

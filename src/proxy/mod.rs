@@ -224,7 +224,7 @@ impl Proxy {
             let tenant = outcome
                 .tenant_id
                 .clone()
-                .unwrap_or_else(|| snapshot.config.tenant.as_str().into());
+                .unwrap_or_else(|| Arc::clone(&snapshot.config.tenant));
             Box::new(self.event(
                 sequential_id("aud_"),
                 tenant,
