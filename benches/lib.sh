@@ -11,14 +11,15 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # publishes on npm as a per-platform package, installed under target/ so it is fetched once.
 CERBOS_VERSION=0.51.0
 BENCH_TOOLS=${BENCH_TOOLS:-$(pwd)/target/bench-tools}
-CERBOS=$BENCH_TOOLS/node_modules/@cerbos/cerbos-linux-$(uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/')/cerbos-linux-$(uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/')
+CERBOS_PLATFORM=cerbos-linux-$(uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/')
+CERBOS=$BENCH_TOOLS/node_modules/@cerbos/$CERBOS_PLATFORM/$CERBOS_PLATFORM
 
 # Cerbos's Python SDK (its generated protobufs) and grpcio, for the gRPC load client
 # (benches/cerbos_grpc_load.py), in a virtualenv under target/ as well.
 CERBOS_PY=$BENCH_TOOLS/venv/bin/python
 CERBOS_PY_PACKAGES="cerbos==0.16.1 grpcio==1.85.3"
 
-debs_now() { # package... (installed at once: what a later install step needs)
+debs_now() { # package... (from Debian, at once)
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
   $sudo apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
@@ -28,8 +29,7 @@ debs_now() { # package... (installed at once: what a later install step needs)
 # from Debian, oha from crates.io (a cargo build: not while another bench is running), cerbos
 # from npm.
 need_tools() { # nginx wrk oha njs valgrind cerbos cerbos-py ...
-  local sudo="" debs=() t
-  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  local debs=() t
   for t in "$@"; do
     case $t in
       nginx) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || debs+=(nginx) ;;
@@ -52,8 +52,7 @@ need_tools() { # nginx wrk oha njs valgrind cerbos cerbos-py ...
   done
   if [ ${#debs[@]} -gt 0 ]; then
     echo "== installing ${debs[*]} (Debian)" >&2
-    $sudo apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
+    debs_now "${debs[@]}"
   fi
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }

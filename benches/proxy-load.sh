@@ -195,10 +195,13 @@ openssl genpkey -algorithm ed25519 -out "$CB/key.pem" 2>/dev/null
 JWK_X=$(openssl pkey -in "$CB/key.pem" -pubout -outform DER | tail -c 32 | b64url)
 [ ${#JWK_X} = 43 ] || { echo "openssl made no Ed25519 key (needs OpenSSL 3)"; exit 1; }
 printf '{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"bench","alg":"EdDSA","use":"sig","x":"%s"}]}' "$JWK_X" > "$CB/jwks.json"
-mint_jwt() { # sub -> a JWT signed by the bench key, valid for an hour
+jwt_claims() { # sub -> the JWT's claims, base64url: the agent, valid for an hour
+  printf '{"sub":"%s","iss":"bench","exp":%d}' "$1" $(( $(date +%s) + 3600 )) | b64url
+}
+mint_jwt() { # sub -> a JWT signed by the bench key
   local h p s
   h=$(printf '{"alg":"EdDSA","typ":"JWT","kid":"bench"}' | b64url)
-  p=$(printf '{"sub":"%s","iss":"bench","exp":%d}' "$1" $(( $(date +%s) + 3600 )) | b64url)
+  p=$(jwt_claims "$1")
   printf '%s.%s' "$h" "$p" > "$CB/signing-input"
   s=$(openssl pkeyutl -sign -inkey "$CB/key.pem" -rawin -in "$CB/signing-input" | b64url)
   [ ${#s} = 86 ] || { echo "openssl could not sign the JWT (needs OpenSSL 3 with pkeyutl -rawin)" >&2; exit 1; }
@@ -263,14 +266,15 @@ PEER2_PID=$(peer_nginx "$WORK/peer2" "$PEER2" "$CERBOS_ADDR" 'location = /_check
 # may read, as in actgate's policy.
 JWT=$(cat "$CB/token"); at=$(( ${#JWT} - 20 ))   # one character of the signature changed
 FORGED_JWT=${JWT:0:at}$([ "${JWT:at:1}" = A ] && echo B || echo A)${JWT:at+1}
-for probe in "GET $(cat "$CB/token") 200" "DELETE $(cat "$CB/token") 403" "GET $FORGED_JWT 401" "GET - 401" \
+for probe in "GET $JWT 200" "DELETE $JWT 403" "GET $FORGED_JWT 401" "GET - 401" \
              "GET $(mint_jwt agent_other) 200"; do
   read -r m t want <<<"$probe"
   hdr=(); [ "$t" != - ] && hdr=(-H "Authorization: Bearer $t")
   got=$(curl -s -o /dev/null -w '%{http_code}' -X "$m" "${hdr[@]}" "http://$PEER2/crm/customers/42")
   [ "$got" = "$want" ] || { echo "the Cerbos peer stack answers $got to $m with token ${t:0:12}…, not $want"; cat "$WORK/peer2/error.log" "$CB/log"; exit 1; }
 done
-# The body the cerbos-check contender sends (method.lua) is allowed, so its run times a decision.
+# The body the cerbos-check contender sends (method.lua, from WRK_BODY) is allowed, so its run
+# times a decision.
 CHECK_BODY='{"principal":{"id":"agent_bench","roles":["agent"]},"resources":[{"actions":["read"],"resource":{"kind":"customer","id":"42"}}],"auxData":{"jwt":{"token":"'"$JWT"'","keySetId":"bench"}}}'
 curl -s -X POST -H 'Content-Type: application/json' -d "$CHECK_BODY" "http://$CERBOS_ADDR/api/check/resources" | grep -q '"read":"EFFECT_ALLOW"' \
   || { echo "Cerbos's check API does not allow the timed request"; exit 1; }
@@ -279,7 +283,7 @@ curl -s -X POST -H 'Content-Type: application/json' -d "$CHECK_BODY" "http://$CE
 # it (its token cache is keyed by the whole token); what the Cerbos stack answers is recorded
 # (Cerbos 0.51 caches verified JWTs by their signature alone, and takes the claims from the
 # token it is given).
-SWAPPED_JWT="${JWT%%.*}.$(printf '{"sub":"agent_other","iss":"bench","exp":%d}' $(( $(date +%s) + 3600 )) | b64url).${JWT##*.}"
+SWAPPED_JWT="${JWT%%.*}.$(jwt_claims agent_other).${JWT##*.}"
 PEER_SWAP=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $SWAPPED_JWT" "http://$PEER2/crm/customers/42")
 SWAPPED_PASETO=$(python3 - "$(cat "$WORK/actgate/token")" <<'PY'
 import base64, json, sys
@@ -313,8 +317,8 @@ target() {
     enforce) echo "http://127.0.0.1:18011/v1/enforce ENFORCE $(cat "$WORK/actgate/pid") $(cat "$WORK/actgate/token")" ;;
     enforce-noaudit) echo "http://127.0.0.1:18021/v1/enforce ENFORCE $(cat "$WORK/noaudit/pid") $(cat "$WORK/noaudit/token")" ;;
     peer-njs) echo "http://$PEER/crm/customers/42 GET $PEER_PID,$(cat "$WORK/actgate/pid") $(cat "$WORK/actgate/token")" ;;
-    peer-cerbos) echo "http://$PEER2/crm/customers/42 GET $PEER2_PID,$CERBOS_PID $(cat "$CB/token")" ;;
-    cerbos-check) echo "http://$CERBOS_ADDR/api/check/resources CERBOS $CERBOS_PID $(cat "$CB/token")" ;;
+    peer-cerbos) echo "http://$PEER2/crm/customers/42 GET $PEER2_PID,$CERBOS_PID $JWT" ;;
+    cerbos-check) echo "http://$CERBOS_ADDR/api/check/resources CERBOS $CERBOS_PID -" ;;
   esac
 }
 
@@ -328,7 +332,7 @@ if os.getenv("WRK_METHOD") == "ENFORCE" then
 elseif os.getenv("WRK_METHOD") == "CERBOS" then
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
-  wrk.body = '{"principal":{"id":"agent_bench","roles":["agent"]},"resources":[{"actions":["read"],"resource":{"kind":"customer","id":"42"}}],"auxData":{"jwt":{"token":"' .. token .. '","keySetId":"bench"}}}'
+  wrk.body = os.getenv("WRK_BODY")
 else
   wrk.method = os.getenv("WRK_METHOD") or "GET"
   if token ~= "" then wrk.headers["Authorization"] = "Bearer " .. token end
@@ -353,7 +357,7 @@ run_wrk() { # contender → "rps cpu_us_per_req"
   local before=0 after=0 out
   [ "$pid" != "-" ] && before=$(ticks_of "$pid")
   [ "$token" = "-" ] && token=""
-  out=$(WRK_METHOD=$method WRK_TOKEN=$token WRK_KEY=$KEY taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" \
+  out=$(WRK_METHOD=$method WRK_TOKEN=$token WRK_KEY=$KEY WRK_BODY=$CHECK_BODY taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" \
         --latency -s "$WORK/method.lua" "$url" 2>&1)
   [ "$pid" != "-" ] && after=$(ticks_of "$pid")
   local rps reqs
